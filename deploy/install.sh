@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# System packages and host preparation for pyswarm (Debian 12, as root).
+# Idempotent: safe to rerun. `install.sh packages` installs what is missing;
+# `install.sh host` prepares the kernel side (cgroups, modules, forwarding).
+set -euo pipefail
+
+PACKAGES=(crun runc conmon busybox-static nftables iproute2 skopeo python3-venv
+          util-linux kmod)
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "must run as root (containers, cgroups and netlink need it)"
+
+install_packages() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "install.sh: installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+prepare_host() {
+    # The same checks the daemon runs at start-up; kept in one place (agent/hostprep.py).
+    .venv/bin/python -m agent.hostprep
+}
+
+case "${1:-all}" in
+    packages) install_packages ;;
+    host) prepare_host ;;
+    all) install_packages; prepare_host ;;
+    *) die "usage: install.sh [packages|host|all]" ;;
+esac
