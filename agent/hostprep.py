@@ -72,7 +72,9 @@ def release_hybrid_controllers(root: Path = CGROUP_ROOT) -> list[str]:
                 f"cgroup2 holds the {name} controller and mounting it as cgroup v1 at "
                 f"{target} failed: {res.stderr.strip()}"
             )
-        done.append(f"mounted cgroup v1 {name} at {target} (crun refuses hybrid cgroup2 controllers)")
+        done.append(
+            f"mounted cgroup v1 {name} at {target} (crun refuses hybrid cgroup2 controllers)"
+        )
     return done
 
 
