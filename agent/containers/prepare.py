@@ -1,0 +1,189 @@
+"""Turning a container record into a runnable bundle: mounts, files and config.json.
+
+Called by the engine at each start, after the root filesystem is mounted and the
+network attached; it only reads the rootfs and writes inside the container's
+directory, so a failure leaves nothing to undo but what the engine itself made.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from api import engine_pb2
+from api.errors import InvalidArgument
+
+from . import rootfs, spec
+from .record import ContainerRecord
+
+
+@dataclass(frozen=True)
+class ResolvedMount:
+    """A mount of the container's config resolved to a host path (or a tmpfs)."""
+
+    target: str
+    type: str  # bind | volume | tmpfs
+    host_path: str = ""
+    read_only: bool = False
+    volume: str = ""
+    tmpfs_size: int = 0
+    tmpfs_mode: int = 0
+
+
+def image_config(config: dict[str, Any]) -> dict[str, Any]:
+    inner: dict[str, Any] = config.get("config") or {}
+    return inner
+
+
+def tmpfs_options(m: ResolvedMount) -> tuple[str, ...]:
+    opts = [f"mode={m.tmpfs_mode:o}" if m.tmpfs_mode else "mode=1777"]
+    if m.tmpfs_size:
+        opts.append(f"size={m.tmpfs_size}")
+    return tuple(opts)
+
+
+def spec_mounts(mounts: Sequence[ResolvedMount], files: dict[str, Path]) -> list[spec.SpecMount]:
+    out = [
+        spec.SpecMount(destination=dest, type="bind", source=str(src), options=())
+        for dest, src in files.items()
+    ]
+    for m in mounts:
+        if m.type == "tmpfs":
+            out.append(spec.SpecMount(destination=m.target, type="tmpfs", options=tmpfs_options(m)))
+        else:
+            ro = ("ro",) if m.read_only else ()
+            out.append(
+                spec.SpecMount(destination=m.target, type="bind", source=m.host_path, options=ro)
+            )
+    return out
+
+
+def write_etc_files(
+    directory: Path, *, hostname: str, ip_address: str, network_mode: str
+) -> dict[str, Path]:
+    """/etc/hosts, /etc/hostname and /etc/resolv.conf for the container, as docker writes."""
+    hosts = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+    ]
+    if ip_address:
+        hosts.append(f"{ip_address}\t{hostname}")
+    (directory / "hosts").write_text("\n".join(hosts) + "\n")
+    (directory / "hostname").write_text(hostname + "\n")
+    (directory / "resolv.conf").write_text(_resolv_conf(network_mode))
+    return {
+        "/etc/hosts": directory / "hosts",
+        "/etc/hostname": directory / "hostname",
+        "/etc/resolv.conf": directory / "resolv.conf",
+    }
+
+
+def _resolv_conf(network_mode: str) -> str:
+    try:
+        host = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        host = ""
+    if network_mode == "host":
+        return host
+    # Loopback resolvers of the host are unreachable from the container's namespace.
+    lines = [
+        line
+        for line in host.splitlines()
+        if not (line.startswith("nameserver") and line.split()[1:2][0:1] == ["127.0.0.53"])
+        and not (line.startswith("nameserver") and " 127." in line)
+    ]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def copy_up(root: Path, mounts: Sequence[ResolvedMount]) -> None:
+    """Fill an empty volume from the image's content at its target, as docker does."""
+    for m in mounts:
+        if m.type != "volume":
+            continue
+        dest = Path(m.host_path)
+        if any(dest.iterdir()):
+            continue
+        src = rootfs.resolve_in_root(root, m.target)
+        if src.is_dir():
+            shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+
+
+def build(
+    record: ContainerRecord,
+    *,
+    root: Path,
+    image_cfg: dict[str, Any],
+    mounts: Sequence[ResolvedMount],
+    files: dict[str, Path],
+    cgroups_path: str,
+    netns_path: str | None,
+) -> dict[str, Any]:
+    cfg = record.spec()
+    hostname = cfg.hostname or record.id[:12]
+    env = spec.merge_env(image_cfg.get("Env") or [], list(cfg.env), hostname=hostname)
+    cwd = cfg.workdir or image_cfg.get("WorkingDir") or "/"
+    user = rootfs.resolve_user(root, cfg.user or image_cfg.get("User") or "0")
+    path_env = next((e[5:] for e in env if e.startswith("PATH=")), spec.DEFAULT_PATH)
+    rootfs.find_executable(root, record.args[0], path_env=path_env, cwd=cwd)
+    try:
+        caps = spec.capabilities(add=list(cfg.cap_add), drop=list(cfg.cap_drop))
+    except spec.CapabilityError as exc:
+        raise InvalidArgument(str(exc)) from None
+    res = cfg.resources
+    container = spec.ContainerSpec(
+        process=spec.ProcessSpec(
+            args=record.args,
+            env=env,
+            cwd=cwd,
+            uid=user.uid,
+            gid=user.gid,
+            additional_gids=user.additional_gids,
+            caps=caps,
+        ),
+        hostname=hostname,
+        cgroups_path=cgroups_path,
+        netns_path=netns_path,
+        read_only=cfg.read_only,
+        mounts=spec_mounts(mounts, files),
+        limits=spec.Limits(
+            memory_bytes=res.memory_bytes, nano_cpus=res.nano_cpus, pids_limit=res.pids_limit
+        ),
+        annotations={"io.pyswarm.container.name": record.name},
+    )
+    return spec.build_spec(container)
+
+
+def exec_process(
+    record: ContainerRecord,
+    request: engine_pb2.ExecRequest,
+    *,
+    root: Path,
+    image_cfg: dict[str, Any],
+) -> dict[str, Any]:
+    """The OCI process of an `exec` in a running container."""
+    cfg = record.spec()
+    hostname = cfg.hostname or record.id[:12]
+    env = spec.merge_env(image_cfg.get("Env") or [], [*cfg.env, *request.env], hostname=hostname)
+    cwd = request.workdir or cfg.workdir or image_cfg.get("WorkingDir") or "/"
+    user = rootfs.resolve_user(root, request.user or cfg.user or image_cfg.get("User") or "0")
+    path_env = next((e[5:] for e in env if e.startswith("PATH=")), spec.DEFAULT_PATH)
+    rootfs.find_executable(root, request.cmd[0], path_env=path_env, cwd=cwd)
+    caps = spec.capabilities(add=list(cfg.cap_add), drop=list(cfg.cap_drop))
+    proc = spec.ProcessSpec(
+        args=list(request.cmd),
+        env=env,
+        cwd=cwd,
+        uid=user.uid,
+        gid=user.gid,
+        additional_gids=user.additional_gids,
+        caps=caps,
+    )
+    return spec.process_json(proc)
+
+
+def write_config(bundle: Path, config: dict[str, Any]) -> None:
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
