@@ -74,7 +74,7 @@ class Engine:
         )
 
     def info(self) -> dict[str, Any]:
-        records = self.containers.list(all=True)
+        records = self.containers.records(all=True)
         running = sum(r.state == State.RUNNING for r in records)
         return {
             "Containers": len(records),

@@ -23,7 +23,7 @@ class EngineCollector(Collector):
             "pyswarm_engine_containers", "Containers by state", labels=["state"]
         )
         counts: dict[str, int] = {}
-        for record in self.engine.containers.list(all=True):
+        for record in self.engine.containers.records(all=True):
             counts[record.state.value] = counts.get(record.state.value, 0) + 1
         for state in ("created", "running", "restarting", "exited", "dead"):
             states.add_metric([state], counts.get(state, 0))

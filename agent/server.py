@@ -128,7 +128,7 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
     def ContainerList(self, request: Any, context: grpc.ServicerContext) -> Any:
         from .views import container_summary
 
-        records = self.containers.list(all=request.all)
+        records = self.containers.records(all=request.all)
         return engine_pb2.ContainerListResponse(containers=[container_summary(r) for r in records])
 
     @rpc
@@ -146,7 +146,7 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
 
     @rpc
     def ContainerWait(self, request: Any, context: grpc.ServicerContext) -> Any:
-        record = self.containers.get(request.id)
+        record = self.containers.wait_exit(request.id, timeout=0)
         while context.is_active():
             record = self.containers.wait_exit(record.id, timeout=1.0)
             if record.state.value != "running":

@@ -88,7 +88,6 @@ def run_daemon(
     *, data_root: Path, host: str, runtime: str, metrics_addr: str, bridge_subnet: str
 ) -> None:
     import grpc
-    from overlay.bridge import BridgeDriver
     from prometheus_client import REGISTRY, start_http_server
 
     from agent import hostprep
@@ -97,6 +96,7 @@ def run_daemon(
     from agent.server import EngineServicer
     from api import engine_pb2_grpc
     from api.errors import PyswarmError
+    from overlay.bridge import BridgeDriver
 
     for line in hostprep.prepare_host():
         log.info("host preparation: %s", line)

@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -38,7 +39,7 @@ from api.errors import (
     PyswarmError,
 )
 
-from . import cgroups, logs, prepare, restart, rootfs
+from . import cgroups, logs, prepare, restart, rootfs, spec
 from .monitor import ExitMonitor
 from .network import NetworkDriver
 from .record import ContainerRecord, NetworkState, State, config_to_json
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 DEFAULT_STOP_TIMEOUT = 10
 CGROUP_PARENT = "/pyswarm"
+TOMBSTONES = 256
 
 
 class ImageLike(Protocol):
@@ -122,6 +124,9 @@ class ContainerEngine:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._slots: dict[str, _Slot] = {}
+        # Recently removed containers, by full id, so that `run --rm` can still read
+        # the exit code of a container the daemon removed as soon as it exited.
+        self._tombstones: dict[str, ContainerRecord] = {}
         self._closed = False
         self._monitor = ExitMonitor(self._handle_exit)
 
@@ -159,7 +164,7 @@ class ContainerEngine:
     def get(self, ref: str) -> ContainerRecord:
         return self._find(ref).record
 
-    def list(self, *, all: bool = False) -> list[ContainerRecord]:
+    def records(self, *, all: bool = False) -> list[ContainerRecord]:
         with self._lock:
             records = [s.record for s in self._slots.values()]
         records = [r for r in records if all or r.running]
@@ -194,7 +199,7 @@ class ContainerEngine:
         self._validate(config)
         image = self.images.resolve(config.image)
         image_cfg = prepare.image_config(image.config)
-        args = prepare.spec.command_line(
+        args = spec.command_line(
             image_entrypoint=image_cfg.get("Entrypoint") or [],
             image_cmd=image_cfg.get("Cmd") or [],
             entrypoint=list(config.entrypoint),
@@ -266,8 +271,8 @@ class ContainerEngine:
             if m.type not in ("bind", "volume", "tmpfs"):
                 raise InvalidArgument(f"invalid mount type: {m.type}")
         try:
-            prepare.spec.capabilities(add=list(config.cap_add), drop=list(config.cap_drop))
-        except prepare.spec.CapabilityError as exc:
+            spec.capabilities(add=list(config.cap_add), drop=list(config.cap_drop))
+        except spec.CapabilityError as exc:
             raise InvalidArgument(str(exc)) from None
 
     def _make_dirs(self, record: ContainerRecord, image_cfg: dict[str, Any]) -> None:
@@ -343,7 +348,13 @@ class ContainerEngine:
                 return
             self._cancel_restart(slot)
             slot.record.manually_stopped = False
-            self._start_locked(slot)
+            try:
+                self._start_locked(slot)
+            except PyswarmError:
+                # As docker's daemon does: a --rm container that cannot start is removed.
+                if slot.record.config.get("auto_remove"):
+                    self.remove(slot.record.id, force=True, volumes=True)
+                raise
 
     def _start_locked(self, slot: _Slot) -> None:
         record = slot.record
@@ -436,7 +447,10 @@ class ContainerEngine:
         self.runtime.delete(cid)
         rootfs.unmount(self._paths(cid).bundle / "rootfs")
         self.network.detach(cid)
-        cgroups.remove_cgroup(f"{CGROUP_PARENT}/{cid}")
+        try:
+            cgroups.remove_cgroup(f"{CGROUP_PARENT}/{cid}")
+        except OSError as exc:
+            raise EngineFailure(f"removing the cgroup of {cid[:12]}: {exc}") from exc
         for process_file in (self._dir(cid) / "exec").glob("*.json"):
             process_file.unlink(missing_ok=True)
 
@@ -519,7 +533,12 @@ class ContainerEngine:
             self.runtime.kill(cid, sig)
 
     def wait_exit(self, ref: str, *, timeout: float | None = None) -> ContainerRecord:
-        """Block until the container is not running (restarting counts as not running)."""
+        """Block until the container is not running (restarting counts as not running).
+
+        A container removed since (--rm) answers from its tombstone, by full id."""
+        with self._lock:
+            if ref in self._tombstones:
+                return self._tombstones[ref]
         slot = self._find(ref)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
@@ -595,6 +614,9 @@ class ContainerEngine:
                 if self._slots.get(record.id) is not slot:
                     return
                 del self._slots[record.id]
+                self._tombstones[record.id] = record
+                while len(self._tombstones) > TOMBSTONES:
+                    self._tombstones.pop(next(iter(self._tombstones)))
             self._teardown(record)
             shutil.rmtree(self._dir(record.id), ignore_errors=True)
         if volumes:
@@ -608,7 +630,7 @@ class ContainerEngine:
 
     def prune(self) -> list[str]:
         gone = []
-        for record in self.list(all=True):
+        for record in self.records(all=True):
             if record.state in (State.EXITED, State.CREATED, State.DEAD):
                 try:
                     self.remove(record.id)
@@ -654,7 +676,7 @@ class ContainerEngine:
             record, request, root=self._paths(record.id).bundle / "rootfs", image_cfg=image_cfg
         )
         process_file = self._dir(record.id) / "exec" / f"{secrets.token_hex(8)}.json"
-        process_file.write_text(prepare.json.dumps(process))
+        process_file.write_text(json.dumps(process))
         # The process file stays until the container stops (teardown empties exec/):
         # the runtime may read it after Popen has returned.
         return subprocess.Popen(
@@ -670,9 +692,12 @@ class ContainerEngine:
         if record.state != State.RUNNING:
             return out
         path = f"{CGROUP_PARENT}/{record.id}"
-        first = cgroups.read_stats(path)
-        time.sleep(interval)
-        second = cgroups.read_stats(path)
+        try:
+            first = cgroups.read_stats(path)
+            time.sleep(interval)
+            second = cgroups.read_stats(path)
+        except FileNotFoundError:
+            return out  # it exited between the state check and the read
         out.cpu_percent = cgroups.cpu_percent(first, second, os.cpu_count() or 1)
         out.memory_usage = second.memory_usage
         out.memory_limit = second.memory_limit

@@ -170,7 +170,6 @@ def process_json(proc: ProcessSpec) -> dict[str, Any]:
             "effective": caps,
             "permitted": caps,
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
         "noNewPrivileges": False,
     }
 

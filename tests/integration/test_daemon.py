@@ -1,0 +1,96 @@
+"""The daemon process: live restore, data-root lock, socket errors, runc."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import PYSWARM, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _state(daemon, name):
+    return json.loads(daemon.cli("inspect", name, check=True).stdout)[0]["State"]
+
+
+def test_live_restore_after_sigkill(daemon, busybox):
+    daemon.cli(
+        "run", "-d", "--name", "keeper", busybox, "sh", "-c", "echo one; sleep 300", check=True
+    )
+    daemon.cli(
+        "run",
+        "-d",
+        "--name",
+        "quitter",
+        busybox,
+        "sh",
+        "-c",
+        "read x < /tmp/fifo 2>/dev/null; sleep 300",
+        check=True,
+    )
+    pid = _state(daemon, "keeper")["Pid"]
+    quitter_pid = _state(daemon, "quitter")["Pid"]
+    wait_for(lambda: daemon.cli("logs", "keeper").stdout == "one\n", timeout=5, what="log")
+
+    daemon.stop(signal.SIGKILL)
+    assert _pid_alive(pid), "the container must survive its daemon"
+    os.kill(quitter_pid, signal.SIGKILL)  # exits while no daemon is watching
+    wait_for(lambda: not _pid_alive(quitter_pid), timeout=5, what="quitter to die")
+
+    daemon.start()
+    state = _state(daemon, "keeper")
+    assert state["Running"] and state["Pid"] == pid
+    assert daemon.cli("logs", "keeper").stdout == "one\n"
+    q = _state(daemon, "quitter")
+    assert q["Status"] == "exited" and q["ExitCode"] == 137
+    daemon.cli("stop", "-t", "1", "keeper", check=True)
+    assert not _pid_alive(pid)
+
+
+def test_second_daemon_on_the_same_data_root_is_refused(daemon):
+    res = subprocess.run(
+        [PYSWARM, "daemon", "--data-root", str(daemon.data_root), "--host",
+         f"unix://{daemon.sock}.2", "--metrics-addr", ""],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert "another pyswarm daemon" in res.stderr and str(daemon.data_root) in res.stderr
+
+
+def test_client_without_daemon(tmp_path):
+    sock = tmp_path / "none.sock"
+    res = subprocess.run([PYSWARM, "-H", f"unix://{sock}", "ps"], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert res.stderr.strip() == (
+        f"Cannot connect to the pyswarm daemon at unix://{sock}. Is the daemon running?"
+    )
+
+
+def test_sigterm_is_a_clean_shutdown(daemon):
+    daemon.stop(signal.SIGTERM)
+    assert not daemon.sock.exists()
+
+
+def test_runc_is_selectable(make_daemon, busybox_tar):
+    d = make_daemon(runtime="runc")
+    d.cli("image", "import", "-c", 'CMD ["sh"]', str(busybox_tar), "busybox", check=True)
+    res = d.cli("run", "--rm", "busybox", "sh", "-c", "echo via runc")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "via runc\n"
+    assert (
+        json.loads(d.cli("info", "--format", "json").stdout or "{}").get("DefaultRuntime", "runc")
+        == "runc"
+    )
