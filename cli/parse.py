@@ -189,25 +189,14 @@ def _parse_rfc3339(value: str) -> float:
 
 
 def parse_signal(value: str) -> str:
-    """`KILL`, `SIGKILL`, `sigkill`, `9`, `RTMIN+3` -> `SIGKILL`, `9`, `SIGRTMIN+3`."""
+    """`KILL`, `SIGKILL`, `sigkill`, `9` -> `SIGKILL`, `9` (the names the engine knows)."""
     import signal
 
     text = value.strip()
-    if text.isdigit():
-        if 1 <= int(text) <= 64:
-            return text
-        raise ValueError(f"invalid signal: {value}")
-    name = text.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    if name in signal.Signals.__members__ and name not in ("SIG_DFL", "SIG_IGN"):
-        return name
-    realtime = re.fullmatch(r"SIGRTMIN(\+\d+)?|SIGRTMAX(-\d+)?", name)
-    if (
-        realtime
-        and abs(int(realtime.group(1) or realtime.group(2) or 0))
-        <= signal.SIGRTMAX - signal.SIGRTMIN
-    ):
+    if text.isdigit() and 1 <= int(text) <= 64:
+        return text
+    name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
+    if name in signal.Signals.__members__:
         return name
     raise ValueError(f"invalid signal: {value}")
 

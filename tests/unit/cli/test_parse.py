@@ -325,15 +325,14 @@ def test_bad_since():
         ("sigterm", "SIGTERM"),
         ("hup", "SIGHUP"),
         ("9", "9"),
-        ("RTMIN+3", "SIGRTMIN+3"),
-        ("SIGRTMAX-1", "SIGRTMAX-1"),
+        ("rtmin", "SIGRTMIN"),
     ],
 )
 def test_signals(text, signal):
     assert parse.parse_signal(text) == signal
 
 
-@pytest.mark.parametrize("text", ["FOO", "0", "65", "", "SIG_DFL", "RTMIN-1", "RTMIN+99"])
+@pytest.mark.parametrize("text", ["FOO", "0", "65", "", "SIG_DFL", "-9"])
 def test_bad_signals(text):
     with pytest.raises(ValueError, match="invalid signal"):
         parse.parse_signal(text)
