@@ -7,13 +7,19 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-e2e lint bench proto clean
 
 install: $(STAMP)
+	@$(PY) -m compileall -q api agent cli overlay manager deploy >/dev/null
 	@bash deploy/install.sh host
 
 $(STAMP): pyproject.toml deploy/install.sh
 	@bash deploy/install.sh packages
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing the Python environment in $(VENV) (log: $(VENV)/pip.log)"
+	@( $(PY) -m pip install -q --upgrade pip && \
+	   $(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat ) \
+	    >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@# Byte-compile once: the CLI's start-up time depends on it, and some
+	@# environments set PYTHONDONTWRITEBYTECODE, which would recompile every run.
+	@$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null
 	@touch $(STAMP)
 
 demo: install

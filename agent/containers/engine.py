@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,8 +99,12 @@ class _Slot:
 
     record: ContainerRecord
     lock: threading.RLock
+    exited: threading.Event = field(default_factory=threading.Event)
     backoff: float = 0.0
     timer: threading.Timer | None = None
+
+    def sleep_until_exit(self, seconds: float) -> None:
+        self.exited.wait(seconds)
 
 
 class ContainerEngine:
@@ -409,6 +413,7 @@ class ContainerEngine:
             record.error = str(exc)
             record.save(self._dir(cid))
             raise EngineFailure(f"starting container {cid[:12]}: {exc}") from exc
+        slot.exited.clear()
         record.state = State.RUNNING
         record.pid = launched.pid
         record.conmon_pid = launched.conmon_pid
@@ -455,6 +460,12 @@ class ContainerEngine:
             process_file.unlink(missing_ok=True)
 
     def _handle_exit(self, cid: str) -> None:
+        """Record an exit, wake waiters, then release what the container held.
+
+        Order: the exit is visible to waiters (and `logs -f` ends) before teardown,
+        but the record on disk changes only after it, and the slot lock is held
+        throughout, so a crash mid-teardown is redone by the next daemon's restore
+        and no start or remove can interleave."""
         with self._lock:
             slot = self._slots.get(cid)
         if slot is None:
@@ -469,37 +480,43 @@ class ContainerEngine:
                 # running; make sure it is not before declaring the container dead.
                 self._kill_quietly(cid, "KILL")
                 code, record.error = 137, "conmon exited without an exit code"
+            ran_for = self.clock() - record.started_at
+            again = self._record_exit(slot, code)
+            with self._changed:
+                self._changed.notify_all()
             try:
                 self._teardown(record)
             except PyswarmError as exc:
                 log.warning("cleaning up container %s: %s", cid[:12], exc.message)
-            ran_for = self.clock() - record.started_at
-            record.exit_code = code
-            record.finished_at = self.clock()
-            record.state = State.EXITED
-            record.pid = record.conmon_pid = 0
-            policy = restart.Policy(
-                record.config.get("restart", {}).get("name", "no"),
-                int(record.config.get("restart", {}).get("max_retries", 0)),
-            )
-            again = not self._closed and restart.should_restart(
-                policy,
-                exit_code=code,
-                restart_count=record.restart_count,
-                manually_stopped=record.manually_stopped,
-            )
             if again:
-                record.state = State.RESTARTING
                 slot.backoff = restart.backoff(slot.backoff, ran_for=ran_for)
                 self._schedule_restart(slot, slot.backoff)
             record.save(self._dir(cid))
-        with self._changed:
-            self._changed.notify_all()
         if record.config.get("auto_remove") and not again:
             try:
                 self.remove(cid, force=True, volumes=True)
             except PyswarmError as exc:
                 log.warning("auto-removing %s: %s", cid[:12], exc.message)
+
+    def _record_exit(self, slot: _Slot, code: int) -> bool:
+        """Mark the exit in memory; return whether the restart policy restarts it."""
+        record = slot.record
+        record.exit_code = code
+        record.finished_at = self.clock()
+        record.pid = record.conmon_pid = 0
+        policy = restart.Policy(
+            record.config.get("restart", {}).get("name", "no"),
+            int(record.config.get("restart", {}).get("max_retries", 0)),
+        )
+        again = not self._closed and restart.should_restart(
+            policy,
+            exit_code=code,
+            restart_count=record.restart_count,
+            manually_stopped=record.manually_stopped,
+        )
+        record.state = State.RESTARTING if again else State.EXITED
+        slot.exited.set()
+        return again
 
     def _schedule_restart(self, slot: _Slot, delay: float) -> None:
         def fire() -> None:
@@ -574,6 +591,8 @@ class ContainerEngine:
         if self.wait_exit(record.id, timeout=grace).state == State.RUNNING:
             self._kill_quietly(record.id, "KILL")
             self.wait_exit(record.id, timeout=30)
+        with slot.lock:  # the exit's teardown has finished once we hold it
+            pass
 
     def restart(self, ref: str, *, timeout: int = -1) -> None:
         self.stop(ref, timeout=timeout)
@@ -662,6 +681,8 @@ class ContainerEngine:
             is_running=lambda: (
                 slot.record.state == State.RUNNING and not self._closed and not cancelled()
             ),
+            # Wakes at once when the container exits, instead of at the next poll.
+            sleep=slot.sleep_until_exit,
         )
 
     def exec(self, request: engine_pb2.ExecRequest) -> subprocess.Popen[bytes]:
