@@ -46,7 +46,7 @@ def test_containers_reach_each_other_on_the_bridge(daemon, busybox):
         res = daemon.cli(
             "run", "--rm", busybox, "timeout", "5", "wget", "-q", "-O", "-", f"http://{ip}/"
         )
-        return res.stdout
+        return str(res.stdout)
 
     assert wait_for(fetched, timeout=10, what="server") == "hello from server\n"
 
