@@ -48,8 +48,18 @@ step pyswarm run --name hello --memory 64m --pids-limit 50 busybox sh -c '...'
 "$PYSWARM" run --name hello --memory 64m --pids-limit 50 busybox \
     sh -c 'echo "hostname: $(hostname)"; echo "memory limit: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"; id'
 
-step pyswarm run -d --name web -p 8080:80 busybox httpd -f -p 80
-"$PYSWARM" run -d --name web -p 8080:80 busybox httpd -f -p 80
+step pyswarm run -d --name web -p 8080:80 busybox sh -c '... httpd -f -p 80 -h /www'
+"$PYSWARM" run -d --name web -p 8080:80 busybox \
+    sh -c 'mkdir /www && echo "hello from a published port" > /www/index.html && exec httpd -f -p 80 -h /www'
+step wget -q -O - http://127.0.0.1:8080/ '  # from the host (its network namespace)'
+for _ in $(seq 50); do
+    # busybox-static's `wget -T` segfaults: bound it with timeout(1) instead.
+    nsenter --net="/run/netns/$NETNS" timeout 5 busybox wget -q -O - http://127.0.0.1:8080/ \
+        2>/dev/null && break
+    sleep 0.1
+done
+step pyswarm exec web sh -c 'echo "in $(hostname): $(ls /www)"'
+"$PYSWARM" exec web sh -c 'echo "in $(hostname): $(ls /www)"'
 step pyswarm ps -a
 "$PYSWARM" ps -a
 step pyswarm images
