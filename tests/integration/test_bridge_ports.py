@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.daemons import wait_for
 
 pytestmark = pytest.mark.integration
 

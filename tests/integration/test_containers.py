@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.daemons import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.conftest import PYSWARM, wait_for
+from tests.daemons import PYSWARM, wait_for
 
 pytestmark = pytest.mark.integration
 
