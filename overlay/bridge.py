@@ -145,6 +145,7 @@ class BridgeDriver:
         self._state_path = Path(state_dir) / STATE_FILE
         self._ipam = Ipam(subnet, network_name=bridge)
         self._nft = nft.find_nft()
+        self._applied: str | None = None  # the ruleset last applied successfully
         self._lock = threading.Lock()
         self._closed = False
         self._endpoints = _load_state(self._state_path)
@@ -316,7 +317,13 @@ class BridgeDriver:
             in_use=self._on_bridge(),
             publications=[p for ep in self._endpoints.values() for p in ep.publications()],
         )
+        # The whole table is replaced in one transaction; skip it when nothing changed
+        # (a container without published ports joining a bridge already in use).
+        if script == self._applied:
+            return
+        self._applied = None  # unknown until this apply succeeds
         nft.apply_ruleset(script, nft=self._nft)
+        self._applied = script
 
     def _remove_bridge_if_unused(self) -> None:
         if not self._on_bridge():

@@ -9,6 +9,7 @@ namespace, and fails the test if a mount, cgroup or conmon of it is left behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import signal
@@ -121,16 +122,33 @@ def container_ids(daemon: Daemon) -> list[str]:
 
 
 def leftovers(daemon: Daemon, ids: list[str]) -> list[str]:
-    """Mounts under the data root, cgroups and conmon processes of these containers."""
-    found = []
+    """What a daemon's containers may leave: mounts under the data root, cgroups,
+    conmon processes, named network namespaces, and (in the daemon's own namespace)
+    veths, the bridge and the nftables table."""
+    tag = hashlib.sha256(str(daemon.data_root.resolve()).encode()).hexdigest()[:6]
+    found = [
+        f"netns {ns}"
+        for ns in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
+        if ns.startswith(f"pyswarm-{tag}-")
+    ]
+    links = daemon.in_netns("ip", "-o", "link").stdout
+    found += [f"link {word.rstrip(':')}" for word in links.split() if word.startswith("vps")]
+    if "pyswarm0" in links:
+        found.append("bridge pyswarm0")
+    if "pyswarm" in daemon.in_netns("nft", "list", "tables").stdout:
+        found.append("nftables table pyswarm")
     mounts = Path("/proc/self/mountinfo").read_text()
     found += [
         f"mount {line.split()[4]}" for line in mounts.splitlines() if str(daemon.data_root) in line
     ]
-    for cid in ids:
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            if (hierarchy / "pyswarm" / cid).exists():
-                found.append(f"cgroup {hierarchy.name}/pyswarm/{cid[:12]}")
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        parent = hierarchy / "pyswarm"
+        if parent.is_dir():
+            found += [
+                f"cgroup {hierarchy.name}/pyswarm/{child.name[:12]}"
+                for child in parent.iterdir()
+                if child.is_dir() and len(child.name) == 64
+            ]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue

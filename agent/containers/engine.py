@@ -41,7 +41,7 @@ from api.errors import (
 
 from . import cgroups, logs, prepare, restart, rootfs, spec
 from .monitor import ExitMonitor
-from .network import NetworkDriver
+from .network import Attachment, NetworkDriver
 from .record import ContainerRecord, NetworkState, State, config_to_json
 from .runtime import ContainerPaths, Runtime
 
@@ -380,7 +380,7 @@ class ContainerEngine:
             cfg = record.spec()
             mounts = self._resolved_mounts(record, image_cfg)
             prepare.copy_up(target, mounts)
-            attachment = self.network.attach(cid, mode=cfg.network or "bridge", ports=cfg.ports)
+            attachment = self._attach(cid, cfg)
             undo.append(lambda: self.network.detach(cid))
             files = prepare.write_etc_files(
                 self._dir(cid),
@@ -428,6 +428,12 @@ class ContainerEngine:
         )
         record.save(self._dir(cid))
         self._monitor.watch(cid, launched.conmon_pid)
+
+    def _attach(self, cid: str, cfg: engine_pb2.ContainerConfig) -> Attachment:
+        """`none` needs no driver: the runtime makes the namespace and brings up lo."""
+        if cfg.network == "none":
+            return _Isolated()
+        return self.network.attach(cid, mode=cfg.network or "bridge", ports=cfg.ports)
 
     @staticmethod
     def _undo(steps: list[Callable[[], None]]) -> None:
@@ -760,6 +766,16 @@ class ContainerEngine:
         self._monitor.close()
         with self._changed:
             self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class _Isolated:
+    """The attachment of `--network none`: a new namespace with only loopback."""
+
+    netns_path: str | None = spec.NEW_NETNS
+    ip_address: str = ""
+    gateway: str = ""
+    ports: tuple[engine_pb2.PortBinding, ...] = ()
 
 
 def config_to_json_port(p: engine_pb2.PortBinding) -> dict[str, Any]:

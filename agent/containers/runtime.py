@@ -30,12 +30,17 @@ RUNTIMES = ("crun", "runc")
 RUNTIME_TIMEOUT = 30.0
 
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def find_binary(name: str) -> str:
-    path = shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    """The program's path, looked up in the daemon's PATH (the standard one if unset)."""
+    search = os.environ.get("PATH") or DEFAULT_PATH
+    path = shutil.which(name, path=search)
     if path is None:
         raise EngineFailure(
-            f"{name} is not installed (looked in PATH); install it with `make install` "
-            f"or `apt-get install {name}`"
+            f"{name} is not installed (looked in {search}); install it with "
+            f"`make install` or `apt-get install {name}`"
         )
     return path
 

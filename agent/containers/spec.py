@@ -85,6 +85,7 @@ READONLY_PATHS = (
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD_US = 100_000
+NEW_NETNS = ""  # netns_path meaning "a new, empty network namespace"
 
 
 class CapabilityError(ValueError):
@@ -146,7 +147,9 @@ class ContainerSpec:
     process: ProcessSpec
     hostname: str
     cgroups_path: str
-    netns_path: str | None  # None = share the host's network namespace
+    # None: share the host's network namespace; NEW_NETNS: a fresh one made by the
+    # runtime (only lo, which the runtime brings up); otherwise a path to join.
+    netns_path: str | None
     read_only: bool = False
     mounts: Sequence[SpecMount] = ()
     limits: Limits = Limits()
@@ -258,7 +261,9 @@ def _resources(limits: Limits) -> dict[str, Any]:
 
 def _namespaces(netns_path: str | None) -> list[dict[str, str]]:
     spaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if netns_path is not None:
+    if netns_path == NEW_NETNS:
+        spaces.append({"type": "network"})
+    elif netns_path is not None:
         spaces.append({"type": "network", "path": netns_path})
     return spaces
 

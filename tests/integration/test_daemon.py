@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 
@@ -90,7 +91,29 @@ def test_runc_is_selectable(make_daemon, busybox_tar):
     res = d.cli("run", "--rm", "busybox", "sh", "-c", "echo via runc")
     assert res.returncode == 0, res.stderr
     assert res.stdout == "via runc\n"
+    res = d.cli("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link", "show", "lo")
+    assert "UP" in res.stdout, res.stdout  # the runtime brought loopback up
     assert (
         json.loads(d.cli("info", "--format", "json").stdout or "{}").get("DefaultRuntime", "runc")
         == "runc"
     )
+
+
+@pytest.mark.parametrize("missing", ["crun", "conmon"])
+def test_daemon_without_runtime_or_conmon_says_so(tmp_path, missing):
+    """A PATH without the program: the daemon refuses to start, in one line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("crun", "conmon", "runc", "stat", "mount", "nft", "ip", "modprobe"):
+        found = shutil.which(tool)
+        if found and tool != missing:
+            (bin_dir / tool).symlink_to(found)
+    res = subprocess.run(
+        [PYSWARM, "daemon", "--data-root", str(tmp_path / "data"),
+         "--host", f"unix://{tmp_path}/s.sock", "--metrics-addr", ""],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "PATH": str(bin_dir)},
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert f"{missing} is not installed" in res.stderr
+    assert res.stderr.strip().count("\n") == 0, res.stderr
+    assert not (tmp_path / "s.sock").exists()
