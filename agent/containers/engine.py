@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal as signals
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from api import engine_pb2
 from api.errors import (
@@ -40,6 +39,7 @@ from api.errors import (
 )
 
 from . import cgroups, logs, prepare, restart, rootfs, spec
+from .config import Images, Volumes, generate_name, parse_signal, validate_config
 from .monitor import ExitMonitor
 from .network import Attachment, NetworkDriver
 from .record import ContainerRecord, NetworkState, State, config_to_json
@@ -47,50 +47,9 @@ from .runtime import ContainerPaths, Runtime
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 DEFAULT_STOP_TIMEOUT = 10
 CGROUP_PARENT = "/pyswarm"
 TOMBSTONES = 256
-
-
-class ImageLike(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def config(self) -> dict[str, Any]: ...
-
-
-class Images(Protocol):
-    def resolve(self, ref: str) -> Any: ...
-    def layer_dirs(self, image: Any) -> list[Path]: ...
-
-
-class VolumeLike(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-class Volumes(Protocol):
-    def create(
-        self, name: str | None, *, labels: dict[str, str] | None = None, anonymous: bool = False
-    ) -> Any: ...
-    def get(self, name: str) -> Any: ...
-    def mountpoint(self, name: str) -> Path: ...
-    def remove(self, name: str, *, force: bool, users: Callable[[str], list[str]]) -> None: ...
-
-
-def parse_signal(value: str) -> int:
-    text = value.strip().upper()
-    if text.isdigit():
-        num = int(text)
-        if 0 < num < 65:
-            return num
-    else:
-        name = text if text.startswith("SIG") else "SIG" + text
-        sig = getattr(signals.Signals, name, None)
-        if sig is not None:
-            return int(sig)
-    raise InvalidArgument(f"invalid signal: {value}")
 
 
 @dataclass
@@ -195,12 +154,7 @@ class ContainerEngine:
     def create(self, config: engine_pb2.ContainerConfig) -> tuple[str, list[str]]:
         warnings: list[str] = []
         name = config.name.lstrip("/")
-        if config.name and not NAME_RE.match(config.name):
-            raise InvalidArgument(
-                f"Invalid container name ({config.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
-                "are allowed"
-            )
-        self._validate(config)
+        validate_config(config)
         image = self.images.resolve(config.image)
         image_cfg = prepare.image_config(image.config)
         args = spec.command_line(
@@ -217,7 +171,7 @@ class ContainerEngine:
             del config.ports[:]
         cid = secrets.token_hex(32)
         with self._lock:
-            name = name or self._generate_name()
+            name = name or generate_name({s.record.name for s in self._slots.values()})
             if any(s.record.name == name for s in self._slots.values()):
                 holder = next(s.record.id for s in self._slots.values() if s.record.name == name)
                 raise AlreadyExists(
@@ -245,40 +199,6 @@ class ContainerEngine:
             raise
         return cid, warnings
 
-    def _generate_name(self) -> str:
-        left = ("brave", "calm", "eager", "happy", "jolly", "keen", "lucid", "quirky", "witty")
-        right = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "liskov")
-        while True:
-            name = f"{secrets.choice(left)}_{secrets.choice(right)}_{secrets.randbelow(1000)}"
-            if not any(s.record.name == name for s in self._slots.values()):
-                return name
-
-    def _validate(self, config: engine_pb2.ContainerConfig) -> None:
-        if config.network not in ("", "none", "host", "bridge"):
-            raise InvalidArgument(f"network {config.network} not found (use none, host or bridge)")
-        if config.restart.name not in ("", *restart.POLICIES):
-            raise InvalidArgument(f"invalid restart policy: {config.restart.name}")
-        if config.auto_remove and config.restart.name not in ("", "no"):
-            raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-        if config.stop_signal:
-            parse_signal(config.stop_signal)
-        for m in config.mounts:
-            if not m.target.startswith("/"):
-                raise InvalidArgument(
-                    f"invalid mount config: mount path must be absolute: {m.target}"
-                )
-            if m.type == "bind" and not Path(m.source).exists():
-                raise InvalidArgument(
-                    f'invalid mount config for type "bind": bind source path does not exist: '
-                    f"{m.source}"
-                )
-            if m.type not in ("bind", "volume", "tmpfs"):
-                raise InvalidArgument(f"invalid mount type: {m.type}")
-        try:
-            spec.capabilities(add=list(config.cap_add), drop=list(config.cap_drop))
-        except spec.CapabilityError as exc:
-            raise InvalidArgument(str(exc)) from None
-
     def _make_dirs(self, record: ContainerRecord, image_cfg: dict[str, Any]) -> None:
         d = self._dir(record.id)
         for sub in ("bundle/rootfs", "upper", "work", "exits", "sock", "exec"):
@@ -291,57 +211,10 @@ class ContainerEngine:
                 else:
                     record.anonymous_volumes.append(self.volumes.create(None, anonymous=True).name)
         covered = {m.target.rstrip("/") for m in cfg.mounts}
-        for target in sorted(image_cfg.get("Volumes") or {}):
+        for target in prepare.image_volumes(image_cfg):
             if target.rstrip("/") not in covered:
                 record.anonymous_volumes.append(self.volumes.create(None, anonymous=True).name)
         record.save(d)
-
-    def _resolved_mounts(
-        self, record: ContainerRecord, image_cfg: dict[str, Any]
-    ) -> list[prepare.ResolvedMount]:
-        cfg = record.spec()
-        anon = iter(record.anonymous_volumes)
-        out: list[prepare.ResolvedMount] = []
-        for m in cfg.mounts:
-            if m.type == "tmpfs":
-                out.append(
-                    prepare.ResolvedMount(
-                        target=m.target,
-                        type="tmpfs",
-                        tmpfs_size=m.tmpfs_size,
-                        tmpfs_mode=m.tmpfs_mode,
-                    )
-                )
-            elif m.type == "bind":
-                out.append(
-                    prepare.ResolvedMount(
-                        target=m.target, type="bind", host_path=m.source, read_only=m.read_only
-                    )
-                )
-            else:
-                name = m.source or next(anon)
-                out.append(
-                    prepare.ResolvedMount(
-                        target=m.target,
-                        type="volume",
-                        host_path=str(self.volumes.mountpoint(name)),
-                        read_only=m.read_only,
-                        volume=name,
-                    )
-                )
-        covered = {m.target.rstrip("/") for m in cfg.mounts}
-        for target in sorted(image_cfg.get("Volumes") or {}):
-            if target.rstrip("/") not in covered:
-                name = next(anon)
-                out.append(
-                    prepare.ResolvedMount(
-                        target=target,
-                        type="volume",
-                        host_path=str(self.volumes.mountpoint(name)),
-                        volume=name,
-                    )
-                )
-        return out
 
     # ---- start -------------------------------------------------------------
 
@@ -378,7 +251,7 @@ class ContainerEngine:
             )  # fmt: skip
             undo.append(lambda: rootfs.unmount(target))
             cfg = record.spec()
-            mounts = self._resolved_mounts(record, image_cfg)
+            mounts = prepare.resolve_mounts(record, image_cfg, volumes=self.volumes)
             prepare.copy_up(target, mounts)
             attachment = self._attach(cid, cfg)
             undo.append(lambda: self.network.detach(cid))

@@ -18,6 +18,7 @@ from api import engine_pb2
 from api.errors import InvalidArgument
 
 from . import rootfs, spec
+from .config import Volumes
 from .record import ContainerRecord
 
 
@@ -32,6 +33,49 @@ class ResolvedMount:
     volume: str = ""
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
+
+
+def resolve_mounts(
+    record: ContainerRecord, image_cfg: dict[str, Any], *, volumes: Volumes
+) -> list[ResolvedMount]:
+    """The user's mounts, then one anonymous volume per image VOLUME not covered."""
+    cfg = record.spec()
+    anon = iter(record.anonymous_volumes)
+    out: list[ResolvedMount] = []
+    for m in cfg.mounts:
+        if m.type == "tmpfs":
+            out.append(
+                ResolvedMount(
+                    target=m.target, type="tmpfs", tmpfs_size=m.tmpfs_size, tmpfs_mode=m.tmpfs_mode
+                )
+            )
+        elif m.type == "bind":
+            out.append(
+                ResolvedMount(
+                    target=m.target, type="bind", host_path=m.source, read_only=m.read_only
+                )
+            )
+        else:
+            out.append(_volume_mount(m.target, m.source or next(anon), m.read_only, volumes))
+    covered = {m.target.rstrip("/") for m in cfg.mounts}
+    for target in image_volumes(image_cfg):
+        if target.rstrip("/") not in covered:
+            out.append(_volume_mount(target, next(anon), False, volumes))
+    return out
+
+
+def _volume_mount(target: str, name: str, read_only: bool, volumes: Volumes) -> ResolvedMount:
+    return ResolvedMount(
+        target=target,
+        type="volume",
+        host_path=str(volumes.mountpoint(name)),
+        read_only=read_only,
+        volume=name,
+    )
+
+
+def image_volumes(image_cfg: dict[str, Any]) -> list[str]:
+    return sorted(image_cfg.get("Volumes") or {})
 
 
 def image_config(config: dict[str, Any]) -> dict[str, Any]:
