@@ -35,6 +35,7 @@ API_VERSION = "1.0"
 class EngineOptions:
     data_root: Path
     runtime: str = "crun"
+    cgroup_parent: str = "/pyswarm"
 
 
 class Engine:
@@ -54,6 +55,7 @@ class Engine:
             images=self.images,
             volumes=self.volumes,
             network=network,
+            cgroup_parent=options.cgroup_parent,
         )
 
     def start(self) -> None:

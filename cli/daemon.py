@@ -85,7 +85,13 @@ def parse_metrics_addr(addr: str) -> tuple[str, int] | None:
 
 
 def run_daemon(
-    *, data_root: Path, host: str, runtime: str, metrics_addr: str, bridge_subnet: str
+    *,
+    data_root: Path,
+    host: str,
+    runtime: str,
+    metrics_addr: str,
+    bridge_subnet: str,
+    cgroup_parent: str,
 ) -> None:
     import grpc
     from prometheus_client import REGISTRY, start_http_server
@@ -109,7 +115,8 @@ def run_daemon(
         state_dir=data_root / "network", subnet=bridge_subnet, netns_prefix=f"pyswarm-{tag}-"
     )
     try:
-        engine = Engine(EngineOptions(data_root=data_root, runtime=runtime), network=network)
+        options = EngineOptions(data_root=data_root, runtime=runtime, cgroup_parent=cgroup_parent)
+        engine = Engine(options, network=network)
         engine.start()
     except PyswarmError as exc:
         raise DaemonError(exc.message) from None
@@ -118,13 +125,13 @@ def run_daemon(
         options=[("grpc.max_receive_message_length", 64 << 20)],
     )
     engine_pb2_grpc.add_EngineServicer_to_server(EngineServicer(engine), server)
-    server.add_insecure_port(f"unix://{sock}")
+    # The socket is created by add_insecure_port: 0660 from birth, never wider.
     old_umask = os.umask(0o117)
     try:
-        server.start()
+        server.add_insecure_port(f"unix://{sock}")
     finally:
         os.umask(old_umask)
-    os.chmod(sock, 0o660)
+    server.start()
     if metrics is not None:
         try:
             REGISTRY.register(EngineCollector(engine))
@@ -185,9 +192,21 @@ def run_daemon(
     show_default=True,
     help="Subnet of the pyswarm0 bridge network.",
 )
+@click.option(
+    "--cgroup-parent",
+    default="/pyswarm",
+    show_default=True,
+    help="Parent cgroup of the containers' cgroups.",
+)
 @click.option("--debug", is_flag=True, help="Log debug messages.")
 def daemon(
-    data_root: Path, host: str, runtime: str, metrics_addr: str, bridge_subnet: str, debug: bool
+    data_root: Path,
+    host: str,
+    runtime: str,
+    metrics_addr: str,
+    bridge_subnet: str,
+    cgroup_parent: str,
+    debug: bool,
 ) -> None:
     """Run the pyswarm daemon (the engine of this host), serving the API on a unix socket."""
     logging.basicConfig(
@@ -204,6 +223,7 @@ def daemon(
             runtime=runtime,
             metrics_addr=metrics_addr,
             bridge_subnet=bridge_subnet,
+            cgroup_parent=cgroup_parent,
         )
     except DaemonError as exc:
         click.echo(f"pyswarm daemon: {exc}", err=True)

@@ -47,8 +47,13 @@ class Daemon:
     sock: Path
     log_path: Path
     runtime: str = "crun"
+    metrics_addr: str = ""
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cgroup_parent(self) -> str:
+        return f"/{self.netns}"  # unique per test daemon, so suites can run side by side
 
     @property
     def host(self) -> str:
@@ -64,7 +69,8 @@ class Daemon:
             [
                 "nsenter", f"--net={self.netns_path}", PYSWARM, "daemon",
                 "--data-root", str(self.data_root), "--host", self.host,
-                "--runtime", self.runtime, "--metrics-addr", "",
+                "--runtime", self.runtime, "--metrics-addr", self.metrics_addr,
+                "--cgroup-parent", self.cgroup_parent,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -142,12 +148,12 @@ def leftovers(daemon: Daemon, ids: list[str]) -> list[str]:
         f"mount {line.split()[4]}" for line in mounts.splitlines() if str(daemon.data_root) in line
     ]
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        parent = hierarchy / "pyswarm"
+        parent = hierarchy / daemon.cgroup_parent.lstrip("/")
         if parent.is_dir():
             found += [
-                f"cgroup {hierarchy.name}/pyswarm/{child.name[:12]}"
+                f"cgroup {hierarchy.name}{daemon.cgroup_parent}/{child.name[:12]}"
                 for child in parent.iterdir()
-                if child.is_dir() and len(child.name) == 64
+                if child.is_dir()
             ]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -206,6 +212,10 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             d.stop()
         problems += leftovers(d, ids)
         subprocess.run(["ip", "netns", "delete", d.netns], check=False)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            parent = hierarchy / d.cgroup_parent.lstrip("/")
+            if parent.is_dir() and not any(p.is_dir() for p in parent.iterdir()):
+                parent.rmdir()
     assert not problems, f"left behind: {problems}"
 
 

@@ -48,7 +48,7 @@ from .runtime import ContainerPaths, Runtime
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP_TIMEOUT = 10
-CGROUP_PARENT = "/pyswarm"
+DEFAULT_CGROUP_PARENT = "/pyswarm"
 TOMBSTONES = 256
 
 
@@ -75,9 +75,11 @@ class ContainerEngine:
         images: Images,
         volumes: Volumes,
         network: NetworkDriver,
+        cgroup_parent: str = DEFAULT_CGROUP_PARENT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
+        self.cgroup_parent = cgroup_parent.rstrip("/")
         self.runtime = runtime
         self.images = images
         self.volumes = volumes
@@ -97,6 +99,9 @@ class ContainerEngine:
 
     def _dir(self, cid: str) -> Path:
         return self.root / cid
+
+    def _cgroup(self, cid: str) -> str:
+        return f"{self.cgroup_parent}/{cid}"
 
     def _paths(self, cid: str) -> ContainerPaths:
         d = self._dir(cid)
@@ -267,7 +272,7 @@ class ContainerEngine:
                 image_cfg=image_cfg,
                 mounts=mounts,
                 files=files,
-                cgroups_path=f"{CGROUP_PARENT}/{cid}",
+                cgroups_path=self._cgroup(cid),
                 netns_path=attachment.netns_path,
             )
             prepare.write_config(paths.bundle, oci)
@@ -332,7 +337,7 @@ class ContainerEngine:
         rootfs.unmount(self._paths(cid).bundle / "rootfs")
         self.network.detach(cid)
         try:
-            cgroups.remove_cgroup(f"{CGROUP_PARENT}/{cid}")
+            cgroups.remove_cgroup(self._cgroup(cid))
         except OSError as exc:
             raise EngineFailure(f"removing the cgroup of {cid[:12]}: {exc}") from exc
         for process_file in (self._dir(cid) / "exec").glob("*.json"):
@@ -591,7 +596,7 @@ class ContainerEngine:
         out = engine_pb2.Stats(id=record.id, name=record.name)
         if record.state != State.RUNNING:
             return out
-        path = f"{CGROUP_PARENT}/{record.id}"
+        path = self._cgroup(record.id)
         try:
             first = cgroups.read_stats(path)
             time.sleep(interval)

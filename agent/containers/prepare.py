@@ -156,6 +156,40 @@ def copy_up(root: Path, mounts: Sequence[ResolvedMount]) -> None:
             shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
 
 
+def process(
+    record: ContainerRecord,
+    *,
+    root: Path,
+    image_cfg: dict[str, Any],
+    args: Sequence[str],
+    env: Sequence[str] = (),
+    workdir: str = "",
+    user: str = "",
+) -> spec.ProcessSpec:
+    """The container's process (or an exec's, whose env/workdir/user are given):
+    environment merged, user looked up and command resolved inside the rootfs."""
+    cfg = record.spec()
+    hostname = cfg.hostname or record.id[:12]
+    merged = spec.merge_env(image_cfg.get("Env") or [], [*cfg.env, *env], hostname=hostname)
+    cwd = workdir or cfg.workdir or image_cfg.get("WorkingDir") or "/"
+    who = rootfs.resolve_user(root, user or cfg.user or image_cfg.get("User") or "0")
+    path_env = next((e[5:] for e in merged if e.startswith("PATH=")), spec.DEFAULT_PATH)
+    rootfs.find_executable(root, args[0], path_env=path_env, cwd=cwd)
+    try:
+        caps = spec.capabilities(add=list(cfg.cap_add), drop=list(cfg.cap_drop))
+    except spec.CapabilityError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return spec.ProcessSpec(
+        args=list(args),
+        env=merged,
+        cwd=cwd,
+        uid=who.uid,
+        gid=who.gid,
+        additional_gids=who.additional_gids,
+        caps=caps,
+    )
+
+
 def build(
     record: ContainerRecord,
     *,
@@ -166,29 +200,12 @@ def build(
     cgroups_path: str,
     netns_path: str | None,
 ) -> dict[str, Any]:
+    """The bundle's config.json for one start of the container."""
     cfg = record.spec()
-    hostname = cfg.hostname or record.id[:12]
-    env = spec.merge_env(image_cfg.get("Env") or [], list(cfg.env), hostname=hostname)
-    cwd = cfg.workdir or image_cfg.get("WorkingDir") or "/"
-    user = rootfs.resolve_user(root, cfg.user or image_cfg.get("User") or "0")
-    path_env = next((e[5:] for e in env if e.startswith("PATH=")), spec.DEFAULT_PATH)
-    rootfs.find_executable(root, record.args[0], path_env=path_env, cwd=cwd)
-    try:
-        caps = spec.capabilities(add=list(cfg.cap_add), drop=list(cfg.cap_drop))
-    except spec.CapabilityError as exc:
-        raise InvalidArgument(str(exc)) from None
     res = cfg.resources
     container = spec.ContainerSpec(
-        process=spec.ProcessSpec(
-            args=record.args,
-            env=env,
-            cwd=cwd,
-            uid=user.uid,
-            gid=user.gid,
-            additional_gids=user.additional_gids,
-            caps=caps,
-        ),
-        hostname=hostname,
+        process=process(record, root=root, image_cfg=image_cfg, args=record.args),
+        hostname=cfg.hostname or record.id[:12],
         cgroups_path=cgroups_path,
         netns_path=netns_path,
         read_only=cfg.read_only,
@@ -209,22 +226,14 @@ def exec_process(
     image_cfg: dict[str, Any],
 ) -> dict[str, Any]:
     """The OCI process of an `exec` in a running container."""
-    cfg = record.spec()
-    hostname = cfg.hostname or record.id[:12]
-    env = spec.merge_env(image_cfg.get("Env") or [], [*cfg.env, *request.env], hostname=hostname)
-    cwd = request.workdir or cfg.workdir or image_cfg.get("WorkingDir") or "/"
-    user = rootfs.resolve_user(root, request.user or cfg.user or image_cfg.get("User") or "0")
-    path_env = next((e[5:] for e in env if e.startswith("PATH=")), spec.DEFAULT_PATH)
-    rootfs.find_executable(root, request.cmd[0], path_env=path_env, cwd=cwd)
-    caps = spec.capabilities(add=list(cfg.cap_add), drop=list(cfg.cap_drop))
-    proc = spec.ProcessSpec(
-        args=list(request.cmd),
-        env=env,
-        cwd=cwd,
-        uid=user.uid,
-        gid=user.gid,
-        additional_gids=user.additional_gids,
-        caps=caps,
+    proc = process(
+        record,
+        root=root,
+        image_cfg=image_cfg,
+        args=request.cmd,
+        env=request.env,
+        workdir=request.workdir,
+        user=request.user,
     )
     return spec.process_json(proc)
 

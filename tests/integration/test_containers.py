@@ -250,3 +250,46 @@ def test_container_prune_and_wait(daemon, busybox):
     res = daemon.cli("container", "prune", "-f")
     assert res.returncode == 0 and "Deleted Containers" in res.stdout
     assert daemon.cli("ps", "-a", "-q").stdout == ""
+
+
+def test_kill_start_restart(daemon, busybox):
+    daemon.cli("run", "-d", "--name", "kk", busybox, "sleep", "300", check=True)
+    first_pid = json.loads(daemon.cli("inspect", "kk", check=True).stdout)[0]["State"]["Pid"]
+    daemon.cli("kill", "-s", "TERM", "kk", check=True)
+    # sleep as pid 1 ignores TERM unless it is handled: docker then needs KILL too.
+    state = json.loads(daemon.cli("inspect", "kk", check=True).stdout)[0]["State"]
+    if state["Running"]:
+        daemon.cli("kill", "kk", check=True)
+    assert daemon.cli("wait", "kk", check=True).stdout.strip() in ("137", "143")
+    daemon.cli("start", "kk", check=True)
+    state = json.loads(daemon.cli("inspect", "kk", check=True).stdout)[0]["State"]
+    assert state["Running"] and state["Pid"] != first_pid
+    daemon.cli("restart", "-t", "1", "kk", check=True)
+    again = json.loads(daemon.cli("inspect", "kk", check=True).stdout)[0]["State"]
+    assert again["Running"] and again["Pid"] != state["Pid"]
+    res = daemon.cli("kill", "-s", "NOPE", "kk")
+    assert res.returncode != 0 and "signal" in res.stderr.lower()
+
+
+def test_logs_follow_streams_until_exit(daemon, busybox):
+    daemon.cli(
+        "run", "-d", "--name", "ticker", busybox,
+        "sh", "-c", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done",
+        check=True,
+    )  # fmt: skip
+    res = daemon.cli("logs", "-f", "ticker", timeout=20)
+    assert res.returncode == 0
+    assert res.stdout == "".join(f"tick {i}\n" for i in range(1, 6))
+
+
+def test_env_file_and_labels(daemon, busybox, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=yes\nSHARED=file\n")
+    res = daemon.cli(
+        "run", "--rm", "--env-file", str(env_file), "-e", "SHARED=flag", "-l", "team=core",
+        busybox, "sh", "-c", 'echo "$FROM_FILE $SHARED"',
+    )  # fmt: skip
+    assert res.stdout == "yes flag\n", res.stderr
+    daemon.cli("create", "--name", "lab", "-l", "team=core", busybox, "true", check=True)
+    row = json.loads(daemon.cli("ps", "-a", "--format", "json", check=True).stdout)
+    assert "team=core" in row["Labels"]

@@ -117,3 +117,23 @@ def test_daemon_without_runtime_or_conmon_says_so(tmp_path, missing):
     assert f"{missing} is not installed" in res.stderr
     assert res.stderr.strip().count("\n") == 0, res.stderr
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_socket_mode_version_info_and_metrics(make_daemon, tmp_path):
+    d = make_daemon(start=False)
+    d.metrics_addr = "127.0.0.1:9323"  # inside the daemon's own network namespace
+    d.start()
+    assert oct(d.sock.stat().st_mode & 0o777) == "0o660"
+    version = d.cli("version", check=True).stdout
+    assert "Server" in version and "crun" in version
+    info = d.cli("info", check=True).stdout
+    assert str(d.data_root) in info and "Cgroup" in info
+
+    def scrape() -> str:
+        res = d.in_netns(
+            "timeout", "5", "busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:9323/metrics"
+        )
+        return res.stdout if res.returncode == 0 else ""
+
+    body = wait_for(scrape, timeout=10, what="metrics")
+    assert 'pyswarm_engine_containers{state="running"} 0.0' in body
