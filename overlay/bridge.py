@@ -146,6 +146,7 @@ class BridgeDriver:
         self._ipam = Ipam(subnet, network_name=bridge)
         self._nft = nft.find_nft()
         self._applied: str | None = None  # the ruleset last applied successfully
+        self._bridge_mtu: int | None = None  # set once this driver has ensured the bridge
         self._lock = threading.Lock()
         self._closed = False
         self._endpoints = _load_state(self._state_path)
@@ -249,8 +250,8 @@ class BridgeDriver:
             undo.callback(_quietly(self._sync_shared))
             ip = self._ipam.allocate()
             undo.callback(self._ipam.release, ip)
-            mtu = netns.ensure_bridge(self.bridge, gateway=self._ipam.gateway_interface)
-            netns.create_netns(name)
+            mtu = self._ensure_bridge()
+            netns.create_netns(name, lo_up=False)  # add_container_link brings lo up
             undo.callback(_quietly(netns.remove_netns, name))
             # Registered before the veth exists, to catch a half-made one.
             undo.callback(_quietly(netns.delete_link, veth))
@@ -306,7 +307,7 @@ class BridgeDriver:
 
         The bridge goes even if the ruleset cannot be applied."""
         if self._on_bridge():
-            netns.ensure_bridge(self.bridge, gateway=self._ipam.gateway_interface)
+            self._ensure_bridge()
         _run_all([self._sync_ruleset, self._remove_bridge_if_unused])
 
     def _sync_ruleset(self) -> None:
@@ -325,8 +326,18 @@ class BridgeDriver:
         nft.apply_ruleset(script, nft=self._nft)
         self._applied = script
 
+    def _ensure_bridge(self) -> int:
+        """The bridge's MTU, creating the bridge first if this driver has not (or has
+        removed it since): checking it on every attach costs several netlink dumps."""
+        if self._bridge_mtu is None:
+            self._bridge_mtu = netns.ensure_bridge(
+                self.bridge, gateway=self._ipam.gateway_interface
+            )
+        return self._bridge_mtu
+
     def _remove_bridge_if_unused(self) -> None:
         if not self._on_bridge():
+            self._bridge_mtu = None
             netns.remove_bridge(self.bridge)
 
     # -- teardown -------------------------------------------------------------------

@@ -125,8 +125,15 @@ def _create_in_thread(name: str) -> None:
 
 
 def _find(ipr: Any, ifname: str) -> int | None:
-    found: list[int] = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
+    # A kernel-side lookup by name: link_lookup() would dump every link of the host.
+    try:
+        reply = ipr.link("get", ifname=ifname)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
+    index: int = reply[0]["index"]
+    return index
 
 
 def _index(ipr: Any, ifname: str) -> int:
@@ -139,8 +146,9 @@ def _index(ipr: Any, ifname: str) -> int:
 # -- namespaces ---------------------------------------------------------------------
 
 
-def create_netns(name: str) -> str:
-    """A new named network namespace with `lo` up; returns its path.
+def create_netns(name: str, *, lo_up: bool = True) -> str:
+    """A new named network namespace, with `lo` up unless the caller does it; returns
+    its path.
 
     Refuses a name already in use; removes what it made if it fails partway."""
     if os.path.lexists(netns_path(name)):
@@ -148,13 +156,18 @@ def create_netns(name: str) -> str:
     try:
         with _kernel_errors(f"creating network namespace {name}"):
             _in_thread(lambda: _create_in_thread(name))
-        with _kernel_errors(f"bringing up lo in {name}"):
-            in_netns(name, lambda ipr: ipr.link("set", index=_index(ipr, "lo"), state="up"))
+        if lo_up:
+            with _kernel_errors(f"bringing up lo in {name}"):
+                in_netns(name, _lo_up)
     except errors.EngineFailure:
         with contextlib.suppress(errors.EngineFailure):
             remove_netns(name)
         raise
     return netns_path(name)
+
+
+def _lo_up(ipr: Any) -> None:
+    ipr.link("set", index=_index(ipr, "lo"), state="up")
 
 
 def remove_netns(name: str) -> None:
@@ -256,6 +269,7 @@ def add_container_link(
         ipr.link("set", index=index, state="up")
 
     def configure(ipr: Any) -> None:
+        _lo_up(ipr)
         index = _index(ipr, CONTAINER_IFNAME)
         ipr.link("set", index=index, mtu=mtu)
         ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
