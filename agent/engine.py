@@ -36,6 +36,10 @@ class EngineOptions:
     data_root: Path
     runtime: str = "crun"
     cgroup_parent: str = "/pyswarm"
+    # Registries: plain HTTP is allowed for these (and for localhost/127.0.0.0/8);
+    # unqualified names resolve to default_registry ("" = no remote pulls for them).
+    insecure_registries: tuple[str, ...] = ()
+    default_registry: str = "docker.io"
 
 
 class Engine:

@@ -238,6 +238,47 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
         deleted, reclaimed = self.images.prune(all=request.all, users=self.containers.image_users)
         return engine_pb2.PruneResponse(deleted=deleted, space_reclaimed=reclaimed)
 
+    # ---- registries and build (issue 3: agent/registry, agent/build) ---------
+
+    @rpc
+    def ImagePull(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        from .registry import service
+
+        yield from service.pull(self.engine, request, cancelled=lambda: not context.is_active())
+
+    @rpc
+    def ImagePush(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        from .registry import service
+
+        yield from service.push(self.engine, request, cancelled=lambda: not context.is_active())
+
+    @rpc
+    def Login(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from .registry import service
+
+        return service.login(self.engine, request)
+
+    @rpc
+    def ImageBuild(self, request_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        from .build import service
+
+        first = next(request_iterator, None)
+        if first is None:
+            raise InvalidArgument("empty build request")
+
+        def chunks() -> Iterator[bytes]:
+            yield first.context
+            for req in request_iterator:
+                yield req.context
+
+        with _spool(self.engine.tmp, chunks()) as context_tar:
+            yield from service.build(
+                self.engine,
+                first.options,
+                context_tar,
+                cancelled=lambda: not context.is_active(),
+            )
+
     # ---- volumes -------------------------------------------------------------
 
     @rpc

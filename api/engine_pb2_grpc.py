@@ -149,6 +149,26 @@ class EngineStub:
                 request_serializer=api_dot_engine__pb2.ImagePruneRequest.SerializeToString,
                 response_deserializer=api_dot_engine__pb2.PruneResponse.FromString,
                 _registered_method=True)
+        self.ImagePull = channel.unary_stream(
+                '/pyswarm.engine.Engine/ImagePull',
+                request_serializer=api_dot_engine__pb2.ImagePullRequest.SerializeToString,
+                response_deserializer=api_dot_engine__pb2.Progress.FromString,
+                _registered_method=True)
+        self.ImagePush = channel.unary_stream(
+                '/pyswarm.engine.Engine/ImagePush',
+                request_serializer=api_dot_engine__pb2.ImagePushRequest.SerializeToString,
+                response_deserializer=api_dot_engine__pb2.Progress.FromString,
+                _registered_method=True)
+        self.ImageBuild = channel.stream_stream(
+                '/pyswarm.engine.Engine/ImageBuild',
+                request_serializer=api_dot_engine__pb2.ImageBuildRequest.SerializeToString,
+                response_deserializer=api_dot_engine__pb2.Progress.FromString,
+                _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/pyswarm.engine.Engine/Login',
+                request_serializer=api_dot_engine__pb2.LoginRequest.SerializeToString,
+                response_deserializer=api_dot_engine__pb2.LoginResponse.FromString,
+                _registered_method=True)
         self.VolumeCreate = channel.unary_unary(
                 '/pyswarm.engine.Engine/VolumeCreate',
                 request_serializer=api_dot_engine__pb2.VolumeCreateRequest.SerializeToString,
@@ -317,6 +337,30 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImagePull(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImagePush(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImageBuild(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Login(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VolumeCreate(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -464,6 +508,26 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.ImagePrune,
                     request_deserializer=api_dot_engine__pb2.ImagePruneRequest.FromString,
                     response_serializer=api_dot_engine__pb2.PruneResponse.SerializeToString,
+            ),
+            'ImagePull': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImagePull,
+                    request_deserializer=api_dot_engine__pb2.ImagePullRequest.FromString,
+                    response_serializer=api_dot_engine__pb2.Progress.SerializeToString,
+            ),
+            'ImagePush': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImagePush,
+                    request_deserializer=api_dot_engine__pb2.ImagePushRequest.FromString,
+                    response_serializer=api_dot_engine__pb2.Progress.SerializeToString,
+            ),
+            'ImageBuild': grpc.stream_stream_rpc_method_handler(
+                    servicer.ImageBuild,
+                    request_deserializer=api_dot_engine__pb2.ImageBuildRequest.FromString,
+                    response_serializer=api_dot_engine__pb2.Progress.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=api_dot_engine__pb2.LoginRequest.FromString,
+                    response_serializer=api_dot_engine__pb2.LoginResponse.SerializeToString,
             ),
             'VolumeCreate': grpc.unary_unary_rpc_method_handler(
                     servicer.VolumeCreate,
@@ -1112,6 +1176,114 @@ class Engine:
             '/pyswarm.engine.Engine/ImagePrune',
             api_dot_engine__pb2.ImagePruneRequest.SerializeToString,
             api_dot_engine__pb2.PruneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImagePull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pyswarm.engine.Engine/ImagePull',
+            api_dot_engine__pb2.ImagePullRequest.SerializeToString,
+            api_dot_engine__pb2.Progress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImagePush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pyswarm.engine.Engine/ImagePush',
+            api_dot_engine__pb2.ImagePushRequest.SerializeToString,
+            api_dot_engine__pb2.Progress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageBuild(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/pyswarm.engine.Engine/ImageBuild',
+            api_dot_engine__pb2.ImageBuildRequest.SerializeToString,
+            api_dot_engine__pb2.Progress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.engine.Engine/Login',
+            api_dot_engine__pb2.LoginRequest.SerializeToString,
+            api_dot_engine__pb2.LoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

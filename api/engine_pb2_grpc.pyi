@@ -57,6 +57,10 @@ class EngineStub:
     ImageSave: _grpc.UnaryStreamMultiCallable[_engine_pb2.ImageSaveRequest, _engine_pb2.Chunk]
     ImageLoad: _grpc.StreamUnaryMultiCallable[_engine_pb2.Chunk, _engine_pb2.ImageLoadResponse]
     ImagePrune: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ImagePruneRequest, _engine_pb2.PruneResponse]
+    ImagePull: _grpc.UnaryStreamMultiCallable[_engine_pb2.ImagePullRequest, _engine_pb2.Progress]
+    ImagePush: _grpc.UnaryStreamMultiCallable[_engine_pb2.ImagePushRequest, _engine_pb2.Progress]
+    ImageBuild: _grpc.StreamStreamMultiCallable[_engine_pb2.ImageBuildRequest, _engine_pb2.Progress]
+    Login: _grpc.UnaryUnaryMultiCallable[_engine_pb2.LoginRequest, _engine_pb2.LoginResponse]
     VolumeCreate: _grpc.UnaryUnaryMultiCallable[_engine_pb2.VolumeCreateRequest, _engine_pb2.Volume]
     VolumeList: _grpc.UnaryUnaryMultiCallable[_engine_pb2.Empty, _engine_pb2.VolumeListResponse]
     VolumeInspect: _grpc.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _engine_pb2.Volume]
@@ -89,6 +93,10 @@ class EngineAsyncStub(EngineStub):
     ImageSave: _aio.UnaryStreamMultiCallable[_engine_pb2.ImageSaveRequest, _engine_pb2.Chunk]  # type: ignore[assignment]
     ImageLoad: _aio.StreamUnaryMultiCallable[_engine_pb2.Chunk, _engine_pb2.ImageLoadResponse]  # type: ignore[assignment]
     ImagePrune: _aio.UnaryUnaryMultiCallable[_engine_pb2.ImagePruneRequest, _engine_pb2.PruneResponse]  # type: ignore[assignment]
+    ImagePull: _aio.UnaryStreamMultiCallable[_engine_pb2.ImagePullRequest, _engine_pb2.Progress]  # type: ignore[assignment]
+    ImagePush: _aio.UnaryStreamMultiCallable[_engine_pb2.ImagePushRequest, _engine_pb2.Progress]  # type: ignore[assignment]
+    ImageBuild: _aio.StreamStreamMultiCallable[_engine_pb2.ImageBuildRequest, _engine_pb2.Progress]  # type: ignore[assignment]
+    Login: _aio.UnaryUnaryMultiCallable[_engine_pb2.LoginRequest, _engine_pb2.LoginResponse]  # type: ignore[assignment]
     VolumeCreate: _aio.UnaryUnaryMultiCallable[_engine_pb2.VolumeCreateRequest, _engine_pb2.Volume]  # type: ignore[assignment]
     VolumeList: _aio.UnaryUnaryMultiCallable[_engine_pb2.Empty, _engine_pb2.VolumeListResponse]  # type: ignore[assignment]
     VolumeInspect: _aio.UnaryUnaryMultiCallable[_engine_pb2.VolumeRef, _engine_pb2.Volume]  # type: ignore[assignment]
@@ -256,6 +264,34 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         request: _engine_pb2.ImagePruneRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.PruneResponse, _abc.Awaitable[_engine_pb2.PruneResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ImagePull(
+        self,
+        request: _engine_pb2.ImagePullRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.Progress], _abc.AsyncIterator[_engine_pb2.Progress]]: ...
+
+    @_abc_1.abstractmethod
+    def ImagePush(
+        self,
+        request: _engine_pb2.ImagePushRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.Progress], _abc.AsyncIterator[_engine_pb2.Progress]]: ...
+
+    @_abc_1.abstractmethod
+    def ImageBuild(
+        self,
+        request_iterator: _MaybeAsyncIterator[_engine_pb2.ImageBuildRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.Progress], _abc.AsyncIterator[_engine_pb2.Progress]]: ...
+
+    @_abc_1.abstractmethod
+    def Login(
+        self,
+        request: _engine_pb2.LoginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.LoginResponse, _abc.Awaitable[_engine_pb2.LoginResponse]]: ...
 
     @_abc_1.abstractmethod
     def VolumeCreate(

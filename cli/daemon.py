@@ -92,6 +92,8 @@ def run_daemon(
     metrics_addr: str,
     bridge_subnet: str,
     cgroup_parent: str,
+    insecure_registries: tuple[str, ...] = (),
+    default_registry: str = "docker.io",
 ) -> None:
     import grpc
     from prometheus_client import REGISTRY, start_http_server
@@ -115,7 +117,13 @@ def run_daemon(
         state_dir=data_root / "network", subnet=bridge_subnet, netns_prefix=f"pyswarm-{tag}-"
     )
     try:
-        options = EngineOptions(data_root=data_root, runtime=runtime, cgroup_parent=cgroup_parent)
+        options = EngineOptions(
+            data_root=data_root,
+            runtime=runtime,
+            cgroup_parent=cgroup_parent,
+            insecure_registries=insecure_registries,
+            default_registry=default_registry,
+        )
         engine = Engine(options, network=network)
         engine.start()
     except PyswarmError as exc:
@@ -198,6 +206,18 @@ def run_daemon(
     show_default=True,
     help="Parent cgroup of the containers' cgroups.",
 )
+@click.option(
+    "--insecure-registry",
+    "insecure_registries",
+    multiple=True,
+    help="Registry (HOST[:PORT]) to reach over plain HTTP; repeatable.",
+)
+@click.option(
+    "--default-registry",
+    default="docker.io",
+    show_default=True,
+    help="Registry for unqualified image names ('' = never pull them).",
+)
 @click.option("--debug", is_flag=True, help="Log debug messages.")
 def daemon(
     data_root: Path,
@@ -206,6 +226,8 @@ def daemon(
     metrics_addr: str,
     bridge_subnet: str,
     cgroup_parent: str,
+    insecure_registries: tuple[str, ...],
+    default_registry: str,
     debug: bool,
 ) -> None:
     """Run the pyswarm daemon (the engine of this host), serving the API on a unix socket."""
@@ -224,6 +246,8 @@ def daemon(
             metrics_addr=metrics_addr,
             bridge_subnet=bridge_subnet,
             cgroup_parent=cgroup_parent,
+            insecure_registries=insecure_registries,
+            default_registry=default_registry,
         )
     except DaemonError as exc:
         click.echo(f"pyswarm daemon: {exc}", err=True)

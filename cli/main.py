@@ -109,6 +109,9 @@ CONTAINERS = "cli.commands.containers"
 IMAGES = "cli.commands.images"
 VOLUMES = "cli.commands.volumes"
 SYSTEM = "cli.commands.system"
+BUILD = "cli.commands.build"
+DISTRIBUTION = "cli.commands.distribution"
+REGISTRY = "cli.commands.registry"
 
 CONTAINER_COMMANDS = {
     "run": Entry(f"{RUN}:run", "Create and run a new container from an image"),
@@ -143,6 +146,9 @@ IMAGE_COMMANDS = {
     "import": Entry(f"{IMAGES}:import_", "Import a tarball to create a filesystem image"),
     "save": Entry(f"{IMAGES}:save", "Save images to a tar archive"),
     "load": Entry(f"{IMAGES}:load", "Load images from a tar archive"),
+    "build": Entry(f"{BUILD}:build", "Build an image from a Dockerfile"),
+    "pull": Entry(f"{DISTRIBUTION}:pull", "Download an image from a registry"),
+    "push": Entry(f"{DISTRIBUTION}:push", "Upload an image to a registry"),
 }
 
 VOLUME_COMMANDS = {
@@ -159,6 +165,7 @@ ROOT_COMMANDS = {
     "container": Entry("cli.main:container", "Manage containers", MANAGEMENT),
     "image": Entry("cli.main:image", "Manage images", MANAGEMENT),
     "volume": Entry("cli.main:volume", "Manage volumes", MANAGEMENT),
+    "registry": Entry(f"{REGISTRY}:registry", "Run an image registry", MANAGEMENT),
     "ps": Entry(f"{CONTAINERS}:ps", "List containers"),
     **{
         name: CONTAINER_COMMANDS[name]
@@ -168,7 +175,12 @@ ROOT_COMMANDS = {
     "inspect": Entry(f"{SYSTEM}:inspect", "Return low-level information on objects"),
     "images": Entry(f"{IMAGES}:images", "List images"),
     "rmi": IMAGE_COMMANDS["rm"],
-    **{name: IMAGE_COMMANDS[name] for name in ("tag", "import", "save", "load")},
+    **{
+        name: IMAGE_COMMANDS[name]
+        for name in ("tag", "import", "save", "load", "build", "pull", "push")
+    },
+    "login": Entry(f"{DISTRIBUTION}:login", "Log in to a registry"),
+    "logout": Entry(f"{DISTRIBUTION}:logout", "Log out from a registry"),
     "version": Entry(f"{SYSTEM}:version", "Show the pyswarm version information"),
     "info": Entry(f"{SYSTEM}:info", "Display system-wide information"),
     "daemon": Entry("cli.daemon:daemon", "Run the pyswarm daemon on this host"),

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(crun runc conmon busybox-static nftables iproute2 skopeo python3-venv
-          util-linux kmod)
+          util-linux kmod docker-registry apache2-utils openssl)
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 [[ $(id -u) == 0 ]] || die "must run as root (containers, cgroups and netlink need it)"
@@ -19,6 +19,11 @@ install_packages() {
         echo "install.sh: installing ${missing[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # Debian's docker-registry is an interop peer for the tests, started by them on a
+    # loopback port; its packaged service would hold port 5000 on systemd hosts.
+    if command -v systemctl >/dev/null && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+        systemctl disable --now docker-registry >/dev/null 2>&1 || true
     fi
 }
 

@@ -71,6 +71,8 @@ class Daemon:
                 "--data-root", str(self.data_root), "--host", self.host,
                 "--runtime", self.runtime, "--metrics-addr", self.metrics_addr,
                 "--cgroup-parent", self.cgroup_parent,
+                # Never reach for a public registry (DESIGN.md, network safety).
+                "--default-registry", "",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

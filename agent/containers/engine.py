@@ -138,6 +138,11 @@ class ContainerEngine:
         records = [r for r in records if all or r.running]
         return sorted(records, key=lambda r: r.created, reverse=True)
 
+    def writable_layer(self, ref: str) -> Path:
+        """The container's writable layer (overlayfs upper dir: its changes to the
+        image, deletions as overlay whiteouts). For `build` and `commit`."""
+        return self._dir(self._find(ref).record.id) / "upper"
+
     def image_users(self, image_id: str) -> list[str]:
         with self._lock:
             return [cid for cid, s in self._slots.items() if s.record.image_id == image_id]
