@@ -61,6 +61,10 @@ class _Slot:
     exited: threading.Event = field(default_factory=threading.Event)
     backoff: float = 0.0
     timer: threading.Timer | None = None
+    # Nothing of a run is held: true for new and restored non-running containers
+    # (records are saved only after teardown); false from a start until its exit's
+    # teardown succeeds.
+    released: bool = True
 
     def sleep_until_exit(self, seconds: float) -> None:
         self.exited.wait(seconds)
@@ -250,6 +254,7 @@ class ContainerEngine:
         image = self.images.resolve(record.image_id)
         image_cfg = prepare.image_config(image.config)
         undo: list[Callable[[], None]] = []
+        slot.released = False
         try:
             for stale in paths.exit_dir.iterdir():
                 stale.unlink()
@@ -375,6 +380,7 @@ class ContainerEngine:
                 self._changed.notify_all()
             try:
                 self._teardown(record)
+                slot.released = True
             except PyswarmError as exc:
                 log.warning("cleaning up container %s: %s", cid[:12], exc.message)
             if again:
@@ -525,7 +531,8 @@ class ContainerEngine:
                 self._tombstones[record.id] = record
                 while len(self._tombstones) > TOMBSTONES:
                     self._tombstones.pop(next(iter(self._tombstones)))
-            self._teardown(record)
+            if not slot.released:  # a failed start, or a teardown that failed
+                self._teardown(record)
             shutil.rmtree(self._dir(record.id), ignore_errors=True)
         if volumes:
             for name in record.anonymous_volumes:
