@@ -92,6 +92,7 @@ def run_daemon(
     metrics_addr: str,
     bridge_subnet: str,
     cgroup_parent: str,
+    bridge_idle_grace: float = 10.0,
     insecure_registries: tuple[str, ...] = (),
     default_registry: str = "docker.io",
 ) -> None:
@@ -114,7 +115,10 @@ def run_daemon(
     claim_socket(sock)
     tag = hashlib.sha256(str(data_root.resolve()).encode()).hexdigest()[:6]
     network = BridgeDriver(
-        state_dir=data_root / "network", subnet=bridge_subnet, netns_prefix=f"pyswarm-{tag}-"
+        state_dir=data_root / "network",
+        subnet=bridge_subnet,
+        netns_prefix=f"pyswarm-{tag}-",
+        idle_grace=bridge_idle_grace,
     )
     try:
         options = EngineOptions(
@@ -201,6 +205,13 @@ def run_daemon(
     help="Subnet of the pyswarm0 bridge network.",
 )
 @click.option(
+    "--bridge-idle-grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds an unused pyswarm0 bridge and its nftables table stay before removal.",
+)
+@click.option(
     "--cgroup-parent",
     default="/pyswarm",
     show_default=True,
@@ -225,6 +236,7 @@ def daemon(
     runtime: str,
     metrics_addr: str,
     bridge_subnet: str,
+    bridge_idle_grace: float,
     cgroup_parent: str,
     insecure_registries: tuple[str, ...],
     default_registry: str,
@@ -245,6 +257,7 @@ def daemon(
             runtime=runtime,
             metrics_addr=metrics_addr,
             bridge_subnet=bridge_subnet,
+            bridge_idle_grace=bridge_idle_grace,
             cgroup_parent=cgroup_parent,
             insecure_registries=insecure_registries,
             default_registry=default_registry,

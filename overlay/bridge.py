@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 NFT_TABLE = "pyswarm"
 VETH_PREFIX = "vps"
+IDLE_GRACE = 10.0  # seconds an unused bridge and table stay before removal
 STATE_FILE = "bridge.json"
 STATE_VERSION = 1
 _CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
@@ -139,9 +140,13 @@ class BridgeDriver:
         bridge: str = "pyswarm0",
         subnet: str = "172.30.0.0/16",
         netns_prefix: str = "pyswarm-",
+        idle_grace: float = IDLE_GRACE,
     ) -> None:
         self.bridge = bridge
         self.netns_prefix = netns_prefix
+        self.idle_grace = idle_grace
+        # Pending removal of the unused bridge and table (see _release_when_idle).
+        self._idle_timer: threading.Timer | None = None
         self._state_path = Path(state_dir) / STATE_FILE
         self._ipam = Ipam(subnet, network_name=bridge)
         self._nft = nft.find_nft()
@@ -193,9 +198,10 @@ class BridgeDriver:
                 return
             _run_all(
                 [
+                    self._arm_idle_timer,  # first, so the ruleset keeps the table
                     self._sync_ruleset,
                     *self._teardown_steps(endpoint),
-                    self._remove_bridge_if_unused,
+                    self._remove_bridge_unless_idle_grace,
                     self._save,
                 ]
             )
@@ -216,10 +222,15 @@ class BridgeDriver:
             _run_all(steps)
 
     def close(self) -> None:
-        """Refuse further attaches. The kernel objects stay: containers outlive the
-        daemon and `restore` adopts them at the next start."""
+        """Refuse further attaches. The kernel objects of attached containers stay:
+        containers outlive the daemon and `restore` adopts them at the next start; an
+        unused bridge and table waiting out their idle grace go now."""
         with self._lock:
             self._closed = True
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+                _run_all([self._sync_ruleset, self._remove_bridge_if_unused])
 
     def attachment(self, container_id: str) -> Attachment | None:
         """The network of an attached container (e.g. one adopted by `restore`)."""
@@ -241,6 +252,9 @@ class BridgeDriver:
         return endpoint
 
     def _attach_bridge(self, container_id: str, specs: Sequence[nft.PortSpec]) -> Endpoint:
+        if self._idle_timer is not None:  # in use again: keep the bridge and table
+            self._idle_timer.cancel()
+            self._idle_timer = None
         published = [port for ep in self._endpoints.values() for port in ep.ports]
         resolved = nft.resolve_ports(specs, published=published, probe=nft.probe_host_port)
         name = self._netns_name(container_id)
@@ -315,7 +329,7 @@ class BridgeDriver:
             table=NFT_TABLE,
             bridge=self.bridge,
             subnet=self._ipam.network,
-            in_use=self._on_bridge(),
+            in_use=self._on_bridge() or self._idle_timer is not None,
             publications=[p for ep in self._endpoints.values() for p in ep.publications()],
         )
         # The whole table is replaced in one transaction; skip it when nothing changed
@@ -334,6 +348,32 @@ class BridgeDriver:
                 self.bridge, gateway=self._ipam.gateway_interface
             )
         return self._bridge_mtu
+
+    def _arm_idle_timer(self) -> None:
+        """Remove the bridge and table once unused for `idle_grace` seconds.
+
+        Trade-off: removing them with the last container is what "nothing left when
+        unused" asks, but `run --rm` in a loop would then build and tear down the
+        bridge and table every time (~100 ms each here); a short grace keeps them
+        across such a loop and still removes them soon after."""
+        if self._on_bridge() or self._bridge_mtu is None or self.idle_grace <= 0:
+            return
+        if self._idle_timer is None:
+            self._idle_timer = threading.Timer(self.idle_grace, self._idle_expired)
+            self._idle_timer.daemon = True
+            self._idle_timer.start()
+
+    def _remove_bridge_unless_idle_grace(self) -> None:
+        if self._idle_timer is None:
+            self._remove_bridge_if_unused()
+
+    def _idle_expired(self) -> None:
+        with self._lock:
+            if self._idle_timer is None:
+                return
+            self._idle_timer = None
+            if not self._on_bridge():
+                _run_all([self._sync_ruleset, self._remove_bridge_if_unused])
 
     def _remove_bridge_if_unused(self) -> None:
         if not self._on_bridge():

@@ -71,6 +71,7 @@ class Daemon:
                 "--data-root", str(self.data_root), "--host", self.host,
                 "--runtime", self.runtime, "--metrics-addr", self.metrics_addr,
                 "--cgroup-parent", self.cgroup_parent,
+                "--bridge-idle-grace", "1",
                 # Never reach for a public registry (DESIGN.md, network safety).
                 "--default-registry", "",
             ],

@@ -53,7 +53,7 @@ def serve(state_dir: str, prefix: str) -> None:
     from api import engine_pb2, errors
     from overlay.bridge import BridgeDriver
 
-    driver = BridgeDriver(state_dir=Path(state_dir), netns_prefix=prefix)
+    driver = BridgeDriver(state_dir=Path(state_dir), netns_prefix=prefix, idle_grace=0)
     for line in sys.stdin:
         request = json.loads(line)
         try:

@@ -29,10 +29,18 @@ def test_published_port_answers_on_the_host(daemon, busybox):
     body = wait_for(lambda: _fetch(daemon, "http://127.0.0.1:8080/"), timeout=10, what="httpd")
     assert body == "hello from web\n"
     daemon.cli("rm", "-f", "web", check=True)
-    nft = daemon.in_netns("nft", "list", "tables").stdout
-    assert "pyswarm" not in nft  # rules go with the last published container
-    links = daemon.in_netns("ip", "-o", "link").stdout
-    assert "pyswarm0" not in links and "vps" not in links
+    assert "vps" not in daemon.in_netns("ip", "-o", "link").stdout  # the veth goes at once
+    nft = daemon.in_netns("nft", "list", "ruleset").stdout
+    assert "8080" not in nft  # and so does its published port
+    # The bridge and table go after the daemon's idle grace (1 s in these tests).
+    wait_for(
+        lambda: (
+            "pyswarm0" not in daemon.in_netns("ip", "-o", "link").stdout
+            and "pyswarm" not in daemon.in_netns("nft", "list", "tables").stdout
+        ),
+        timeout=10,
+        what="the unused bridge and table to go",
+    )
 
 
 def test_containers_reach_each_other_on_the_bridge(daemon, busybox):
