@@ -644,6 +644,26 @@ class ContainerEngine:
                 self._monitor.watch(record.id, record.conmon_pid)
             elif record.running:
                 self._handle_exit(record.id)
+            elif self._interrupted(record):
+                self._undo_interrupted_start(record)
+
+    def _interrupted(self, record: ContainerRecord) -> bool:
+        """A start the previous daemon died in: its record never said running, but
+        it may have mounted the root or launched conmon."""
+        paths = self._paths(record.id)
+        try:
+            conmon_pid = int(paths.conmon_pidfile.read_text().strip())
+        except (OSError, ValueError):
+            conmon_pid = 0
+        return _is_conmon(conmon_pid, record.id) or rootfs.is_mountpoint(paths.bundle / "rootfs")
+
+    def _undo_interrupted_start(self, record: ContainerRecord) -> None:
+        log.warning("container %s: undoing a start interrupted by a daemon crash", record.id[:12])
+        self._kill_quietly(record.id, "KILL")
+        try:
+            self._teardown(record)
+        except PyswarmError as exc:
+            log.warning("cleaning up container %s: %s", record.id[:12], exc.message)
 
     def close(self) -> None:
         """Stop watching; containers keep running for the next daemon to adopt."""

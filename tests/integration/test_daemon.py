@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,16 @@ def test_socket_mode_version_info_and_metrics(make_daemon, tmp_path):
 
     body = wait_for(scrape, timeout=10, what="metrics")
     assert 'pyswarm_engine_containers{state="running"} 0.0' in body
+
+
+def test_restore_undoes_a_start_interrupted_by_a_crash(daemon, busybox):
+    cid = daemon.cli("create", "--name", "half", busybox, "true", check=True).stdout.strip()
+    daemon.stop(signal.SIGKILL)
+    # What a crash right after mounting the root filesystem leaves behind.
+    rootfs = daemon.data_root / "containers" / cid / "bundle" / "rootfs"
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(rootfs)], check=True)
+    daemon.start()
+    assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
+    assert _state(daemon, "half")["Status"] == "created"
+    res = daemon.cli("start", "half")
+    assert res.returncode == 0, res.stderr
