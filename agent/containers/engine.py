@@ -14,9 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import secrets
 import shutil
 import signal as signals
@@ -38,12 +36,12 @@ from api.errors import (
     PyswarmError,
 )
 
-from . import cgroups, logs, prepare, restart, rootfs, spec
+from . import cgroups, logs, observe, prepare, restart, rootfs, spec
 from .config import Images, Volumes, generate_name, parse_signal, validate_config
 from .monitor import ExitMonitor
-from .network import Attachment, NetworkDriver
-from .record import ContainerRecord, NetworkState, State, config_to_json
-from .runtime import ContainerPaths, Runtime
+from .network import Attachment, Isolated, NetworkDriver
+from .record import ContainerRecord, NetworkState, State, config_to_json, port_to_json
+from .runtime import ContainerPaths, Runtime, is_conmon
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +310,7 @@ class ContainerEngine:
             netns_path=attachment.netns_path,
             ip_address=attachment.ip_address,
             gateway=attachment.gateway,
-            ports=[config_to_json_port(p) for p in attachment.ports],
+            ports=[port_to_json(p) for p in attachment.ports],
         )
         record.save(self._dir(cid))
         self._monitor.watch(cid, launched.conmon_pid)
@@ -320,7 +318,7 @@ class ContainerEngine:
     def _attach(self, cid: str, cfg: engine_pb2.ContainerConfig) -> Attachment:
         """`none` needs no driver: the runtime makes the namespace and brings up lo."""
         if cfg.network == "none":
-            return _Isolated()
+            return Isolated()
         return self.network.attach(cid, mode=cfg.network or "bridge", ports=cfg.ports)
 
     @staticmethod
@@ -560,20 +558,9 @@ class ContainerEngine:
         self, request: engine_pb2.LogsRequest, *, cancelled: Callable[[], bool] = lambda: False
     ) -> Iterator[logs.LogRecord]:
         slot = self._find(request.id)
-        path = self._paths(slot.record.id).log
-        want_out = request.stdout or not request.stderr
-        want_err = request.stderr or not request.stdout
-        if not request.follow:
-            yield from logs.read_logs(
-                path, tail=request.tail, since=request.since, stdout=want_out, stderr=want_err
-            )
-            return
-        yield from logs.follow_logs(
-            path,
-            tail=request.tail,
-            since=request.since,
-            stdout=want_out,
-            stderr=want_err,
+        yield from observe.read(
+            self._paths(slot.record.id).log,
+            request,
             is_running=lambda: (
                 slot.record.state == State.RUNNING and not self._closed and not cancelled()
             ),
@@ -582,44 +569,25 @@ class ContainerEngine:
         )
 
     def exec(self, request: engine_pb2.ExecRequest) -> subprocess.Popen[bytes]:
-        slot = self._find(request.id)
-        record = slot.record
+        record = self._find(request.id).record
         if not request.cmd:
             raise InvalidArgument("No exec command specified")
         if record.state != State.RUNNING:
             raise Conflict(f"Container {record.id} is not running")
-        image_cfg = prepare.image_config(self.images.resolve(record.image_id).config)
-        process = prepare.exec_process(
-            record, request, root=self._paths(record.id).bundle / "rootfs", image_cfg=image_cfg
-        )
-        process_file = self._dir(record.id) / "exec" / f"{secrets.token_hex(8)}.json"
-        process_file.write_text(json.dumps(process))
-        # The process file stays until the container stops (teardown empties exec/):
-        # the runtime may read it after Popen has returned.
-        return subprocess.Popen(
-            self.runtime.exec_argv(record.id, process_file),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        return observe.start_exec(
+            self.runtime,
+            record,
+            request,
+            root=self._paths(record.id).bundle / "rootfs",
+            image_cfg=prepare.image_config(self.images.resolve(record.image_id).config),
+            exec_dir=self._dir(record.id) / "exec",
         )
 
     def stats(self, ref: str, *, interval: float = 0.25) -> engine_pb2.Stats:
         record = self._find(ref).record
-        out = engine_pb2.Stats(id=record.id, name=record.name)
         if record.state != State.RUNNING:
-            return out
-        path = self._cgroup(record.id)
-        try:
-            first = cgroups.read_stats(path)
-            time.sleep(interval)
-            second = cgroups.read_stats(path)
-        except FileNotFoundError:
-            return out  # it exited between the state check and the read
-        out.cpu_percent = cgroups.cpu_percent(first, second, os.cpu_count() or 1)
-        out.memory_usage = second.memory_usage
-        out.memory_limit = second.memory_limit
-        out.pids = second.pids
-        return out
+            return engine_pb2.Stats(id=record.id, name=record.name)
+        return observe.stats(record, self._cgroup(record.id), interval=interval)
 
     # ---- live restore ------------------------------------------------------
 
@@ -637,7 +605,7 @@ class ContainerEngine:
         with self._lock:
             for record in records:
                 self._slots[record.id] = _Slot(record=record, lock=threading.RLock())
-        live = [r.id for r in records if r.running and _is_conmon(r.conmon_pid, r.id)]
+        live = [r.id for r in records if r.running and is_conmon(r.conmon_pid, r.id)]
         self.network.restore(live)
         for record in records:
             if record.running and record.id in live:
@@ -655,7 +623,7 @@ class ContainerEngine:
             conmon_pid = int(paths.conmon_pidfile.read_text().strip())
         except (OSError, ValueError):
             conmon_pid = 0
-        return _is_conmon(conmon_pid, record.id) or rootfs.is_mountpoint(paths.bundle / "rootfs")
+        return is_conmon(conmon_pid, record.id) or rootfs.is_mountpoint(paths.bundle / "rootfs")
 
     def _undo_interrupted_start(self, record: ContainerRecord) -> None:
         log.warning("container %s: undoing a start interrupted by a daemon crash", record.id[:12])
@@ -676,33 +644,3 @@ class ContainerEngine:
         self._monitor.close()
         with self._changed:
             self._changed.notify_all()
-
-
-@dataclass(frozen=True)
-class _Isolated:
-    """The attachment of `--network none`: a new namespace with only loopback."""
-
-    netns_path: str | None = spec.NEW_NETNS
-    ip_address: str = ""
-    gateway: str = ""
-    ports: tuple[engine_pb2.PortBinding, ...] = ()
-
-
-def config_to_json_port(p: engine_pb2.PortBinding) -> dict[str, Any]:
-    return {
-        "host_ip": p.host_ip,
-        "host_port": p.host_port,
-        "container_port": p.container_port,
-        "protocol": p.protocol or "tcp",
-    }
-
-
-def _is_conmon(pid: int, cid: str) -> bool:
-    """Is `pid` still the conmon of this container (pids get reused)?"""
-    if pid <= 0:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return bool(cmdline) and cmdline[0].endswith(b"conmon") and cid.encode() in cmdline

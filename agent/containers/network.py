@@ -8,9 +8,12 @@ The engine never imports `overlay`; `cli.daemon` passes an implementation (the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from api import engine_pb2
+
+from .spec import NEW_NETNS
 
 
 class Attachment(Protocol):
@@ -50,3 +53,13 @@ class NetworkDriver(Protocol):
 
     def restore(self, live: Sequence[str]) -> None:
         """At daemon start: keep the state of these containers, remove the rest."""
+
+
+@dataclass(frozen=True)
+class Isolated:
+    """The attachment of `--network none`: a new namespace with only loopback."""
+
+    netns_path: str | None = NEW_NETNS
+    ip_address: str = ""
+    gateway: str = ""
+    ports: tuple[engine_pb2.PortBinding, ...] = ()

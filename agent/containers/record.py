@@ -92,3 +92,12 @@ class ContainerRecord:
 
 def config_to_json(config: engine_pb2.ContainerConfig) -> dict[str, Any]:
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def port_to_json(p: engine_pb2.PortBinding) -> dict[str, Any]:
+    return {
+        "host_ip": p.host_ip,
+        "host_port": p.host_port,
+        "container_port": p.container_port,
+        "protocol": p.protocol or "tcp",
+    }

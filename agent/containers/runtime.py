@@ -184,3 +184,14 @@ class Runtime:
             str(process_file),
             cid,
         ]
+
+
+def is_conmon(pid: int, cid: str) -> bool:
+    """Is `pid` still the conmon of this container (pids get reused)?"""
+    if pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and cmdline[0].endswith(b"conmon") and cid.encode() in cmdline
