@@ -448,9 +448,74 @@ class Engine:
 
         return self._call(self._stub.VolumePrune, pb.Empty())
 
+    # ---- build ----
+
+    def image_build(
+        self,
+        data: Chunks,
+        *,
+        tags: Iterable[str],
+        dockerfile: str,
+        build_args: dict[str, str],
+        target: str,
+        no_cache: bool,
+        pull: bool,
+        labels: dict[str, str],
+        quiet: bool,
+    ) -> Iterator[pb.Progress]:
+        """Stream the context tar (the first message carries the options, later ones
+        1 MiB of context each); yield the daemon's Progress messages as they come."""
+        from api import engine_pb2 as pb
+
+        options = pb.BuildOptions(
+            tags=list(tags), dockerfile=dockerfile, build_args=build_args, target=target,
+            no_cache=no_cache, pull=pull, labels=labels, quiet=quiet,
+        )  # fmt: skip
+
+        def requests() -> Iterator[pb.ImageBuildRequest]:
+            yield pb.ImageBuildRequest(options=options)
+            for chunk in data:
+                yield pb.ImageBuildRequest(context=chunk)
+
+        yield from self._stream(self._stub.ImageBuild, requests())
+        data.check()
+
+    # ---- registries ----
+
+    def image_pull(self, reference: str, *, auth: RegistryLogin | None) -> Iterator[pb.Progress]:
+        from api import engine_pb2 as pb
+
+        request = pb.ImagePullRequest(reference=reference, auth=registry_auth(auth))
+        return self._stream(self._stub.ImagePull, request)
+
+    def image_push(self, reference: str, *, auth: RegistryLogin | None) -> Iterator[pb.Progress]:
+        from api import engine_pb2 as pb
+
+        request = pb.ImagePushRequest(reference=reference, auth=registry_auth(auth))
+        return self._stream(self._stub.ImagePush, request)
+
+    def login(self, auth: RegistryLogin) -> pb.LoginResponse:
+        from api import engine_pb2 as pb
+
+        return self._call(self._stub.Login, pb.LoginRequest(auth=registry_auth(auth)))
+
 
 def import_header(reference: str, *, changes: list[str], message: str) -> pb.ImageImportRequest:
     """The first ImageImportRequest: the reference, --change and --message, no data."""
     from api import engine_pb2 as pb
 
     return pb.ImageImportRequest(reference=reference, changes=changes, message=message)
+
+
+class RegistryLogin(NamedTuple):
+    server: str
+    username: str
+    password: str
+
+
+def registry_auth(auth: RegistryLogin | None) -> pb.RegistryAuth:
+    from api import engine_pb2 as pb
+
+    if auth is None:
+        return pb.RegistryAuth()
+    return pb.RegistryAuth(server=auth.server, username=auth.username, password=auth.password)

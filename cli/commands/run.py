@@ -10,18 +10,20 @@ so that `pyswarm run` imports as little as possible.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 
 from cli import parse
-from cli.client import CliError, ContainerSpec, Engine, exit_codes
+from cli.client import CliError, ContainerSpec, DaemonError, Engine, exit_codes
 from cli.commands import common
 from cli.parse import FlagType
 
 RUN_FAILED = 125
 NETWORKS = ("bridge", "host", "none")
+REMOTE_PULLS_OFF = "remote pulls of unqualified names are turned off"  # agent.registry
 
 CONTAINER_OPTIONS = (
     click.option("--name", default="", help="Assign a name to the container."),
@@ -193,7 +195,34 @@ def create_only(spec: ContainerSpec) -> None:
 
 
 def create_container(engine: Engine, spec: ContainerSpec) -> str:
-    created = engine.container_create(spec)
+    """Create; if the image is missing, pull it (progress on stderr) and create again."""
+    try:
+        created = engine.container_create(spec)
+    except DaemonError as e:
+        if e.status != "NOT_FOUND" or not e.details.startswith("No such image"):
+            raise
+        pull_missing(engine, spec.image, missing=e)
+        created = engine.container_create(spec)
     for warning in created.warnings:
         click.echo(f"WARNING: {warning}", err=True)
     return created.id
+
+
+def pull_missing(engine: Engine, image: str, *, missing: DaemonError) -> None:
+    """docker run's on-demand pull (imported only then: start-up time). When the
+    daemon pulls no unqualified names (`--default-registry ""`), the image is simply
+    missing: `missing` is raised, as if no pull had been tried."""
+    from cli.commands import distribution
+
+    notice = f"Unable to find image '{distribution.full_reference(image)}' locally"
+    messages = iter(engine.image_pull(image, auth=distribution.stored_auth(image)))
+    try:
+        first = next(messages, None)
+    except DaemonError as e:
+        if e.status == "NOT_FOUND" and REMOTE_PULLS_OFF in e.details:
+            raise missing from None
+        click.echo(notice, err=True)
+        raise
+    click.echo(notice, err=True)
+    rest = itertools.chain([] if first is None else [first], messages)
+    distribution.show_progress(rest, quiet=False, err=True)
