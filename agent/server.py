@@ -172,12 +172,15 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
 
     @rpc
     def ImageList(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from .views import visible_images
+
+        images = self.images.list()
         return engine_pb2.ImageListResponse(
             images=[
                 engine_pb2.ImageSummary(
                     id=i.id, repo_tags=list(i.repo_tags), created=int(i.created), size=i.size
                 )
-                for i in self.images.list()
+                for i in (images if request.all else visible_images(images))
             ]
         )
 

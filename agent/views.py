@@ -165,3 +165,23 @@ def volume_message(volume: Any) -> engine_pb2.Volume:
         created=int(volume.created),
         labels=dict(volume.labels or {}),
     )
+
+
+def visible_images(images: list[Any]) -> list[Any]:
+    """`images` without intermediate ones, as docker lists them by default.
+
+    An intermediate image is an untagged one that another image was built on: its
+    history is a strict prefix of the other's (each build step is an image)."""
+
+    def history(image: Any) -> list[Any]:
+        entries: list[Any] = image.config.get("history") or []
+        return entries
+
+    histories = [history(i) for i in images]
+    hidden = set()
+    for image, mine in zip(images, histories, strict=True):
+        if image.repo_tags or not mine:
+            continue
+        if any(len(other) > len(mine) and other[: len(mine)] == mine for other in histories):
+            hidden.add(image.id)
+    return [i for i in images if i.id not in hidden]

@@ -904,6 +904,25 @@ class ImageSummary(_message.Message):
 Global___ImageSummary: _TypeAlias = ImageSummary  # noqa: Y015
 
 @_typing.final
+class ImageListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    def __init__(
+        self,
+        *,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageListRequest: _TypeAlias = ImageListRequest  # noqa: Y015
+
+@_typing.final
 class ImageListResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

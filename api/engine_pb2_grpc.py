@@ -111,7 +111,7 @@ class EngineStub:
                 _registered_method=True)
         self.ImageList = channel.unary_unary(
                 '/pyswarm.engine.Engine/ImageList',
-                request_serializer=api_dot_engine__pb2.Empty.SerializeToString,
+                request_serializer=api_dot_engine__pb2.ImageListRequest.SerializeToString,
                 response_deserializer=api_dot_engine__pb2.ImageListResponse.FromString,
                 _registered_method=True)
         self.ImageInspect = channel.unary_unary(
@@ -471,7 +471,7 @@ def add_EngineServicer_to_server(servicer, server):
             ),
             'ImageList': grpc.unary_unary_rpc_method_handler(
                     servicer.ImageList,
-                    request_deserializer=api_dot_engine__pb2.Empty.FromString,
+                    request_deserializer=api_dot_engine__pb2.ImageListRequest.FromString,
                     response_serializer=api_dot_engine__pb2.ImageListResponse.SerializeToString,
             ),
             'ImageInspect': grpc.unary_unary_rpc_method_handler(
@@ -985,7 +985,7 @@ class Engine:
             request,
             target,
             '/pyswarm.engine.Engine/ImageList',
-            api_dot_engine__pb2.Empty.SerializeToString,
+            api_dot_engine__pb2.ImageListRequest.SerializeToString,
             api_dot_engine__pb2.ImageListResponse.FromString,
             options,
             channel_credentials,

@@ -49,7 +49,7 @@ class EngineStub:
     ContainerExec: _grpc.UnaryStreamMultiCallable[_engine_pb2.ExecRequest, _engine_pb2.ExecOutput]
     ContainerStats: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.Stats]
     ContainerPrune: _grpc.UnaryUnaryMultiCallable[_engine_pb2.Empty, _engine_pb2.PruneResponse]
-    ImageList: _grpc.UnaryUnaryMultiCallable[_engine_pb2.Empty, _engine_pb2.ImageListResponse]
+    ImageList: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ImageListRequest, _engine_pb2.ImageListResponse]
     ImageInspect: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ImageRef, _engine_pb2.JsonDoc]
     ImageRemove: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ImageRemoveRequest, _engine_pb2.ImageRemoveResponse]
     ImageTag: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ImageTagRequest, _engine_pb2.Empty]
@@ -85,7 +85,7 @@ class EngineAsyncStub(EngineStub):
     ContainerExec: _aio.UnaryStreamMultiCallable[_engine_pb2.ExecRequest, _engine_pb2.ExecOutput]  # type: ignore[assignment]
     ContainerStats: _aio.UnaryUnaryMultiCallable[_engine_pb2.ContainerRef, _engine_pb2.Stats]  # type: ignore[assignment]
     ContainerPrune: _aio.UnaryUnaryMultiCallable[_engine_pb2.Empty, _engine_pb2.PruneResponse]  # type: ignore[assignment]
-    ImageList: _aio.UnaryUnaryMultiCallable[_engine_pb2.Empty, _engine_pb2.ImageListResponse]  # type: ignore[assignment]
+    ImageList: _aio.UnaryUnaryMultiCallable[_engine_pb2.ImageListRequest, _engine_pb2.ImageListResponse]  # type: ignore[assignment]
     ImageInspect: _aio.UnaryUnaryMultiCallable[_engine_pb2.ImageRef, _engine_pb2.JsonDoc]  # type: ignore[assignment]
     ImageRemove: _aio.UnaryUnaryMultiCallable[_engine_pb2.ImageRemoveRequest, _engine_pb2.ImageRemoveResponse]  # type: ignore[assignment]
     ImageTag: _aio.UnaryUnaryMultiCallable[_engine_pb2.ImageTagRequest, _engine_pb2.Empty]  # type: ignore[assignment]
@@ -212,7 +212,7 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ImageList(
         self,
-        request: _engine_pb2.Empty,
+        request: _engine_pb2.ImageListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.ImageListResponse, _abc.Awaitable[_engine_pb2.ImageListResponse]]: ...
 

@@ -363,10 +363,10 @@ class Engine:
 
     # ---- images ----
 
-    def image_list(self) -> list[pb.ImageSummary]:
+    def image_list(self, *, all: bool = False) -> list[pb.ImageSummary]:
         from api import engine_pb2 as pb
 
-        return list(self._call(self._stub.ImageList, pb.Empty()).images)
+        return list(self._call(self._stub.ImageList, pb.ImageListRequest(all=all)).images)
 
     def image_inspect(self, reference: str) -> str:
         from api import engine_pb2 as pb

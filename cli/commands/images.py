@@ -44,7 +44,7 @@ def images(
     all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, repository: str | None
 ) -> None:
     """List images, optionally only those of REPOSITORY[:TAG]."""
-    list_images(repository, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
+    list_images(repository, all_=all_, quiet=quiet, no_trunc=no_trunc, fmt=fmt)
 
 
 @click.command("inspect")
@@ -129,9 +129,11 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def list_images(repository: str | None, *, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
+def list_images(
+    repository: str | None, *, all_: bool, quiet: bool, no_trunc: bool, fmt: str | None
+) -> None:
     with common.engine() as engine:
-        summaries = sorted(engine.image_list(), key=lambda i: -i.created)
+        summaries = sorted(engine.image_list(all=all_), key=lambda i: -i.created)
     now = time.time()
     rows = [
         row

@@ -267,3 +267,15 @@ def test_client_gone_mid_run_removes_the_build_container(daemon, busybox, tmp_pa
         what="the build's work dir to be removed",
         interval=0.1,
     )
+
+
+def test_images_hides_intermediate_step_images(daemon, busybox, tmp_path):
+    ctx = make_context(
+        tmp_path / "ctx",
+        {"Dockerfile": 'FROM busybox\nENV A=1\nRUN touch /x\nCMD ["true"]\n'},
+    )
+    assert build(daemon, ctx, "-t", "small:1").returncode == 0
+    listed = daemon.cli("images", check=True).stdout.splitlines()[1:]
+    assert sorted(line.split()[0] for line in listed) == ["busybox", "small"]
+    everything = daemon.cli("images", "-a", check=True).stdout.splitlines()[1:]
+    assert sum(line.startswith("<none>") for line in everything) == 2  # after ENV, after RUN
