@@ -313,12 +313,13 @@ class ImageStore:
         if ref.digest is None:
             image_id = self._tags.get(str(ref))
             return None if image_id is None else self._images[image_id]
-        for record in self._images.values():
-            if record.manifest_digest == ref.digest and any(
-                parse_reference(tag).name == ref.name for tag in self._tags_of(record.id)
-            ):
+        by_digest = [r for r in self._images.values() if r.manifest_digest == ref.digest]
+        for record in by_digest:
+            if any(parse_reference(tag).name == ref.name for tag in self._tags_of(record.id)):
                 return record
-        return None
+        # Pulled by digest, so never tagged: the digest names the content, whatever
+        # the repository.
+        return by_digest[0] if by_digest else None
 
     def _find_by_id(self, prefix: str, text: str) -> Record:
         if not prefix or len(prefix) > 64 or prefix.strip("0123456789abcdef"):

@@ -143,6 +143,14 @@ def test_push_then_pull_back_and_run(
     ran = daemon.cli("run", "--rm", name, "echo", "ok", check=True)
     assert ran.stdout == "ok\n"
 
+    # By digest: pulled untagged, and found again by name@digest.
+    digest = lines[-2].removeprefix("Digest: ")
+    daemon.cli("rmi", name, check=True)
+    by_digest = f"{address}/test/busybox@{digest}"
+    daemon.cli("pull", by_digest, check=True)
+    ran = daemon.cli("run", "--rm", by_digest, "echo", "by digest", check=True)
+    assert ran.stdout == "by digest\n"
+
 
 def test_pull_of_a_missing_tag_fails_clearly(daemon: Daemon, start_registry: Start) -> None:
     address = start_registry()
