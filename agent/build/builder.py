@@ -47,8 +47,10 @@ class Builder:
         work: Path,
         cache: BuildCache,
         cancelled: Callable[[], bool],
+        pull: Callable[[str], Iterator[bytes]],
     ) -> None:
         self.images = images
+        self.pull = pull  # pulls a base image, yielding progress lines
         self.containers = containers
         self.options = options
         self.dockerfile = dockerfile
@@ -125,13 +127,13 @@ class Builder:
         yield self._header(group[0])
         base, name = parse_from(expand(group[0].rest, self.meta_args, escape=self._escape))
         stage = Stage(index=index, name=name or str(index))
+        if self._should_pull(base):
+            yield from self.pull(base)
         image = self._base_image(base)
         if image is None:
             stage.config = scratch_config()
         else:
             stage.adopt(image)
-            if self.options.pull:
-                yield b"--pull: pulls are not available in builds yet; using the local image\n"
             yield f" ---> {short(image.id)}\n".encode()
         self.stages.append(stage)
         for instruction in group[1:]:
@@ -144,6 +146,19 @@ class Builder:
     def _escape(self) -> str:
         return self.dockerfile.escape
 
+    def _should_pull(self, reference: str) -> bool:
+        """As docker's builder: pull a base image that is missing, or any with --pull
+        (never `scratch` or an earlier stage)."""
+        if reference.lower() == "scratch" or self._stage_named(reference) is not None:
+            return False
+        if self.options.pull:
+            return True
+        try:
+            self.images.resolve(reference)
+        except NotFound:
+            return True
+        return False
+
     def _base_image(self, reference: str) -> Image | None:
         if reference.lower() == "scratch":
             return None
@@ -153,11 +168,6 @@ class Builder:
         try:
             return self.images.resolve(reference)
         except NotFound:
-            if self.options.pull:
-                raise NotFound(
-                    f"No such image: {reference} (pulling during a build is not available "
-                    "yet: pull the image first)"
-                ) from None
             raise NotFound(f"No such image: {reference}") from None
 
     def _stage_named(self, name: str) -> Stage | None:

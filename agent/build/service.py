@@ -97,7 +97,23 @@ def _prepare(
         work=work,
         cache=cache,
         cancelled=cancelled,
+        pull=lambda reference: _pull(engine, reference, cancelled=cancelled),
     )
+
+
+def _pull(engine: Engine, reference: str, *, cancelled: Callable[[], bool]) -> Iterator[bytes]:
+    """A base image pulled as `pyswarm pull` would (no credentials: public or
+    anonymous registries only), its progress as build output lines."""
+    from ..registry import service as registry
+
+    request = engine_pb2.ImagePullRequest(reference=reference)
+    for progress in registry.pull(engine, request, cancelled=cancelled):
+        if progress.error:
+            raise InvalidArgument(progress.error)
+        if progress.status in ("Downloading", "Extracting", "Pushing", "Waiting"):
+            continue  # byte counts: the progress bars of `pull`, not build output
+        line = f"{progress.id}: {progress.status}" if progress.id else progress.status
+        yield f"{line}\n".encode()
 
 
 def _tag(text: str) -> str:

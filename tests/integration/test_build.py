@@ -170,7 +170,7 @@ def test_add_archive_and_chown(daemon, busybox, tmp_path):
         ("RUN true\n", "Dockerfile must begin with FROM"),
         ("FROM busybox\nCOPY ../x /x\n", "forbidden path outside the build context: ../x"),
         ("FROM busybox\nCOPY nope /x\n", "file not found in build context"),
-        ("FROM nosuchimage\n", "No such image: nosuchimage"),
+        ("FROM nosuchimage\n", "pull access denied for nosuchimage"),
         ("FROM busybox\nADD http://example.com/x /x\n", "ADD from a URL is not supported"),
         ("FROM busybox\nONBUILD RUN true\n", "ONBUILD is not supported"),
         (b"FROM busybox\nLABEL a=\xff\xfe\n", "not valid UTF-8"),

@@ -267,3 +267,27 @@ def test_run_pulls_a_missing_image_on_demand(
         f"Error response from daemon: manifest for {address}/test/busybox:nope not found: "
         "manifest unknown: manifest unknown",
     ]
+
+
+def test_build_pulls_a_missing_base_image(
+    daemon: Daemon, busybox: str, start_registry: Start, tmp_path: Path
+) -> None:
+    address = start_registry()
+    base = f"{address}/base/busybox:1"
+    daemon.cli("tag", busybox, base, check=True)
+    daemon.cli("push", base, check=True)
+    daemon.cli("rmi", base, check=True)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base}\nRUN echo built > /built\n")
+    res = daemon.cli("build", "-t", "child:1", str(context), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Pulling from base/busybox" in res.stdout
+    assert f"Status: Downloaded newer image for {base}" in res.stdout
+    ran = daemon.cli("run", "--rm", "child:1", "cat", "/built", check=True)
+    assert ran.stdout == "built\n"
+    # An unqualified name with remote pulls off: one clear line, nothing built.
+    (context / "Dockerfile").write_text("FROM nosuchbase\nRUN true\n")
+    res = daemon.cli("build", str(context), timeout=60)
+    assert res.returncode == 1
+    assert "remote pulls of unqualified names are turned off" in res.stderr + res.stdout
