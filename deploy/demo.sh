@@ -66,6 +66,38 @@ step pyswarm images
 "$PYSWARM" images
 step pyswarm logs hello
 "$PYSWARM" logs hello
+# Build and ship: a Dockerfile build, then a push to and pull from pyswarm's own
+# registry, served inside the demo's network namespace.
+mkdir -p "$WORK/app"
+cat >"$WORK/app/Dockerfile" <<'DOCKERFILE'
+FROM busybox
+WORKDIR /app
+COPY greeting.txt .
+RUN echo "built at $(date -u +%H:%M:%S)" > built.txt
+CMD ["sh", "-c", "cat /app/greeting.txt /app/built.txt"]
+DOCKERFILE
+echo "hello from a built image" >"$WORK/app/greeting.txt"
+step pyswarm build -t hello-app:1 app/
+"$PYSWARM" build -t hello-app:1 "$WORK/app"
+step pyswarm build -t hello-app:1 app/ '  # again: every step from the cache'
+"$PYSWARM" build -t hello-app:1 "$WORK/app" | grep -E "Step|cache|Successfully built"
+
+nsenter --net="/run/netns/$NETNS" "$PYSWARM" registry serve --addr 127.0.0.1:5000 \
+    --root "$WORK/registry" >"$WORK/registry.log" 2>&1 &
+REGISTRY_PID=$!
+for _ in $(seq 100); do
+    nsenter --net="/run/netns/$NETNS" timeout 2 busybox wget -q -O /dev/null \
+        http://127.0.0.1:5000/v2/ 2>/dev/null && break
+    sleep 0.1
+done
+step pyswarm tag hello-app:1 127.0.0.1:5000/demo/hello-app:1 '&&' pyswarm push ...
+"$PYSWARM" tag hello-app:1 127.0.0.1:5000/demo/hello-app:1
+"$PYSWARM" push 127.0.0.1:5000/demo/hello-app:1
+step pyswarm rmi hello-app:1 127.0.0.1:5000/demo/hello-app:1 '&&' pyswarm run --rm 127.0.0.1:5000/demo/hello-app:1
+"$PYSWARM" rmi hello-app:1 127.0.0.1:5000/demo/hello-app:1 >/dev/null
+"$PYSWARM" run --rm 127.0.0.1:5000/demo/hello-app:1
+kill -TERM "$REGISTRY_PID" && wait "$REGISTRY_PID"
+
 step pyswarm stop web '&&' pyswarm rm web hello
 "$PYSWARM" stop web >/dev/null
 "$PYSWARM" rm web hello
