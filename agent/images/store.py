@@ -181,10 +181,19 @@ class ImageStore:
                     self._set_tag(str(ref), record.id)
                 return self._image(record)
 
-    def ensure_layers(self, layers: Sequence[tuple[Descriptor, Digest]]) -> list[Path]:
+    def ensure_layers(
+        self, layers: Sequence[tuple[Descriptor, Digest]], *, blobs_verified: bool = False
+    ) -> list[Path]:
         """Unpack the layers not unpacked yet (verifying blob digests and diff_ids);
-        the caller holds a lease on them. InvalidArgument if one does not match."""
-        return [self._ensure_layer(blob.digest, diff_id) for blob, diff_id in layers]
+        the caller holds a lease on them. InvalidArgument if one does not match.
+
+        `blobs_verified`: the caller has just checked the blobs' digests (a pull that
+        verified them on the way in), so they are not hashed a second time; the
+        unpacked content is still checked against its diff_id."""
+        return [
+            self._ensure_layer(blob.digest, diff_id, verify_blob=not blobs_verified)
+            for blob, diff_id in layers
+        ]
 
     def layer_dirs(self, image: Image) -> list[Path]:
         """The image's unpacked layers, lowest first; EngineFailure if one is corrupt."""
@@ -384,11 +393,12 @@ class ImageStore:
             raise InvalidArgument("manifest does not name the image's layers")
         return [media_type for _, media_type in parsed.layers]
 
-    def _ensure_layer(self, digest: Digest, diff_id: Digest) -> Path:
+    def _ensure_layer(self, digest: Digest, diff_id: Digest, *, verify_blob: bool = True) -> Path:
         final = self._layers / digest_hex(diff_id)
         if final.is_dir():
             return final
-        with self.blobs.open_verified(digest) as stream:
+        opened = self.blobs.open_verified(digest) if verify_blob else self.blobs.open(digest)
+        with opened as stream:
             extract_layer_atomically(stream, final, limits=self.limits, expected_diff_id=diff_id)
         return final
 

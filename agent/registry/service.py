@@ -357,7 +357,7 @@ def _unpack_job(
 ) -> Callable[[], None]:
     def job() -> None:
         lease.pin_layer(diff_id)
-        store.ensure_layers([(blob, diff_id)])
+        store.ensure_layers([(blob, diff_id)], blobs_verified=fetched)
         if fetched:
             transfers.report(short(blob.digest), "Pull complete")
 
