@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import logging
 import queue
 import subprocess
@@ -28,6 +29,12 @@ from api.errors import EngineFailure, InvalidArgument, PyswarmError
 
 from .engine import Engine
 from .images import archive
+from .views import (
+    container_inspect,
+    container_summary,
+    visible_images,
+    volume_message,
+)
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,6 +58,9 @@ def rpc(fn: F) -> F:
                 yield from fn(self, request, context)
             except PyswarmError as exc:
                 _abort(context, exc)
+            except OSError as exc:
+                log.exception("%s failed", fn.__name__)
+                _abort(context, EngineFailure(str(exc)))
 
         return stream  # type: ignore[return-value]
 
@@ -126,15 +136,11 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
 
     @rpc
     def ContainerList(self, request: Any, context: grpc.ServicerContext) -> Any:
-        from .views import container_summary
-
         records = self.containers.records(all=request.all)
         return engine_pb2.ContainerListResponse(containers=[container_summary(r) for r in records])
 
     @rpc
     def ContainerInspect(self, request: Any, context: grpc.ServicerContext) -> Any:
-        from .views import container_inspect
-
         record = self.containers.get(request.id)
         image = self.images.resolve(record.image_id)
         return engine_pb2.JsonDoc(json=container_inspect(record, image.config))
@@ -172,8 +178,6 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
 
     @rpc
     def ImageList(self, request: Any, context: grpc.ServicerContext) -> Any:
-        from .views import visible_images
-
         images = self.images.list()
         return engine_pb2.ImageListResponse(
             images=[
@@ -186,8 +190,6 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
 
     @rpc
     def ImageInspect(self, request: Any, context: grpc.ServicerContext) -> Any:
-        import json
-
         return engine_pb2.JsonDoc(json=json.dumps(self.images.inspect(request.reference)))
 
     @rpc
@@ -286,24 +288,18 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
 
     @rpc
     def VolumeCreate(self, request: Any, context: grpc.ServicerContext) -> Any:
-        from .views import volume_message
-
         return volume_message(
             self.volumes.create(request.name or None, labels=dict(request.labels))
         )
 
     @rpc
     def VolumeList(self, request: Any, context: grpc.ServicerContext) -> Any:
-        from .views import volume_message
-
         return engine_pb2.VolumeListResponse(
             volumes=[volume_message(v) for v in self.volumes.list()]
         )
 
     @rpc
     def VolumeInspect(self, request: Any, context: grpc.ServicerContext) -> Any:
-        from .views import volume_message
-
         return volume_message(self.volumes.get(request.name))
 
     @rpc
