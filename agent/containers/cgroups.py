@@ -31,6 +31,7 @@ Every function takes `layout=` so tests can point it at a fake tree:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -294,3 +295,15 @@ def leftover_cgroups(prefix: str = "/pyswarm", *, layout: CgroupLayout | None = 
         if child.is_dir()
     }
     return sorted(found)
+
+
+def remove_parent_if_empty(prefix: str, *, layout: CgroupLayout | None = None) -> None:
+    """rmdir `prefix` in every hierarchy where it has no child cgroup left (the daemon's
+    parent cgroup, at shutdown); one with children, or processes, stays."""
+    layout = layout or detect_layout()
+    rel = _relative(prefix)
+    for hierarchy in layout.hierarchies():
+        path = hierarchy / rel
+        if path.is_dir() and not any(child.is_dir() for child in path.iterdir()):
+            with contextlib.suppress(OSError):
+                path.rmdir()

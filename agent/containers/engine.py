@@ -642,5 +642,7 @@ class ContainerEngine:
             if slot.timer is not None:
                 slot.timer.cancel()
         self._monitor.close()
+        with contextlib.suppress(ValueError):  # a parent of "/" is never removed
+            cgroups.remove_parent_if_empty(self.cgroup_parent)
         with self._changed:
             self._changed.notify_all()
