@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api import engine_pb2
+from api.units import human_duration
 
 from .containers.record import ContainerRecord, State
 
@@ -17,34 +18,6 @@ def rfc3339(ts: float) -> str:
     if not ts:
         return "0001-01-01T00:00:00Z"
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, as docker prints it in STATUS."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def status_text(record: ContainerRecord, *, now: float | None = None) -> str:

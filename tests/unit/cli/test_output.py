@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from api.units import human_duration
 from cli import output
 
 pytestmark = pytest.mark.unit
@@ -66,7 +67,7 @@ def test_bytes_size(size, text):
     ],
 )
 def test_human_duration(seconds, text):
-    assert output.human_duration(seconds) == text
+    assert human_duration(seconds) == text
 
 
 def test_ago():
