@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -175,28 +174,6 @@ def words(text: str) -> list[str]:
     """Whitespace-separated words, or the JSON array's items (COPY, ADD, VOLUME)."""
     array = json_array(text)
     return array if array is not None else text.split()
-
-
-def pairs(command: str, text: str) -> list[tuple[str, str]]:
-    """`K=V K2="v 2"`, or the legacy `K value with spaces` (ENV, LABEL)."""
-    first = text.split(None, 1)
-    if not first:
-        raise InvalidArgument(f"{command} requires at least one argument")
-    if "=" not in first[0]:
-        if len(first) < 2:
-            raise InvalidArgument(f"{command} names must be followed by a value: {text}")
-        return [(first[0], first[1].strip())]
-    try:
-        items = shlex.split(text, posix=True)
-    except ValueError as error:
-        raise InvalidArgument(f"{command} {text}: {error}") from None
-    out = []
-    for item in items:
-        key, sign, value = item.partition("=")
-        if not key or not sign:
-            raise InvalidArgument(f"{command} expects KEY=VALUE pairs: {text}")
-        out.append((key, value))
-    return out
 
 
 def arg_declaration(text: str) -> tuple[str, str | None]:

@@ -4,8 +4,8 @@ WORKDIR, EXPOSE, VOLUME, STOPSIGNAL, SHELL, HEALTHCHECK.
 `apply(config, instruction, text, shell=...)` changes the OCI image config's `config`
 object in place; `text` is the instruction's argument after substitution (for the
 instructions docker substitutes). Shell-form CMD/ENTRYPOINT/HEALTHCHECK use the
-stage's SHELL, as docker does. EXPOSE, VOLUME and STOPSIGNAL share their rules with
-`import --change` (`agent.images.changes`).
+stage's SHELL, as docker does. ENV, LABEL, EXPOSE, VOLUME and STOPSIGNAL share their
+rules with `import --change` (`agent.images.changes`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from api.errors import InvalidArgument
 
 from ..images.changes import apply_changes
-from .dockerfile import json_array, pairs
+from .dockerfile import json_array
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -40,20 +40,6 @@ def _cmd(config: Config, text: str, shell: Sequence[str], flags: Mapping[str, st
 
 def _entrypoint(config: Config, text: str, shell: Sequence[str], flags: Mapping[str, str]) -> None:
     config["Entrypoint"] = command_form(text, shell=shell)
-
-
-def _env(config: Config, text: str, shell: Sequence[str], flags: Mapping[str, str]) -> None:
-    env = list(config.get("Env") or [])
-    for key, value in pairs("ENV", text):
-        env = [item for item in env if item.partition("=")[0] != key]
-        env.append(f"{key}={value}")
-    config["Env"] = env
-
-
-def _label(config: Config, text: str, shell: Sequence[str], flags: Mapping[str, str]) -> None:
-    labels = dict(config.get("Labels") or {})
-    labels.update(pairs("LABEL", text))
-    config["Labels"] = labels
 
 
 def _user(config: Config, text: str, shell: Sequence[str], flags: Mapping[str, str]) -> None:
@@ -121,8 +107,8 @@ def parse_duration(text: str, *, flag: str) -> int:
 HANDLERS: dict[str, Callable[[Config, str, Sequence[str], Mapping[str, str]], None]] = {
     "CMD": _cmd,
     "ENTRYPOINT": _entrypoint,
-    "ENV": _env,
-    "LABEL": _label,
+    "ENV": _via_changes("ENV"),
+    "LABEL": _via_changes("LABEL"),
     "USER": _user,
     "WORKDIR": _workdir,
     "SHELL": _shell,

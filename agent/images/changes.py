@@ -61,9 +61,11 @@ def _entrypoint(config: Config, text: str) -> None:
     config["Entrypoint"] = _exec_form(text)
 
 
-def _pairs(instruction: str, text: str) -> list[tuple[str, str]]:
-    """`K=V K2="v 2"`, or the legacy single `K value with spaces`."""
+def pairs(instruction: str, text: str) -> list[tuple[str, str]]:
+    """`K=V K2="v 2"`, or the legacy single `K value with spaces` (ENV, LABEL)."""
     first = text.split(None, 1)
+    if not first:
+        raise InvalidArgument(f"{instruction} requires at least one argument")
     if "=" not in first[0]:
         if len(first) < 2:
             raise InvalidArgument(f"{instruction} names must be followed by a value: {text}")
@@ -83,7 +85,7 @@ def _pairs(instruction: str, text: str) -> list[tuple[str, str]]:
 
 def _env(config: Config, text: str) -> None:
     env = list(config.get("Env") or [])
-    for key, value in _pairs("ENV", text):
+    for key, value in pairs("ENV", text):
         env = [item for item in env if item.partition("=")[0] != key]
         env.append(f"{key}={value}")
     config["Env"] = env
@@ -91,7 +93,7 @@ def _env(config: Config, text: str) -> None:
 
 def _label(config: Config, text: str) -> None:
     labels = dict(config.get("Labels") or {})
-    labels.update(_pairs("LABEL", text))
+    labels.update(pairs("LABEL", text))
     config["Labels"] = labels
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.build.dockerfile import arg_declaration, decode, expand, pairs, parse, words
+from agent.build.dockerfile import arg_declaration, decode, expand, parse, words
+from agent.images.changes import pairs
 from api.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit
