@@ -16,6 +16,7 @@ one machine never see each other's containers.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -81,6 +82,7 @@ class Runtime:
             raise EngineFailure(f"{self.name} {args[0]} failed: {detail[0]}")
         return res
 
+    @functools.cache  # noqa: B019 - one Runtime per daemon; the binary does not change
     def version(self) -> str:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
         first = out.stdout.splitlines()[:1]
