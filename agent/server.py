@@ -10,22 +10,21 @@ broken stream never leaves a half-written image.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import json
 import logging
 import queue
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import grpc
 
 from api import engine_pb2, engine_pb2_grpc
-from api.errors import EngineFailure, InvalidArgument, PyswarmError
+from api.errors import InvalidArgument
+from api.rpc import rpc
 
 from .engine import Engine
 from .images import archive
@@ -37,44 +36,7 @@ from .views import (
 )
 
 log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
 CHUNK = 1 << 20
-
-
-def _abort(context: grpc.ServicerContext, exc: PyswarmError) -> None:
-    code = getattr(exc, "exit_code", None)
-    if code is not None:
-        context.set_trailing_metadata((("pyswarm-exit-code", str(code)),))
-    context.abort(exc.status, exc.message)
-
-
-def rpc(fn: F) -> F:
-    """Map engine errors onto gRPC statuses, for unary and streaming methods alike."""
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            try:
-                yield from fn(self, request, context)
-            except PyswarmError as exc:
-                _abort(context, exc)
-            except OSError as exc:
-                log.exception("%s failed", fn.__name__)
-                _abort(context, EngineFailure(str(exc)))
-
-        return stream  # type: ignore[return-value]
-
-    @functools.wraps(fn)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return fn(self, request, context)
-        except PyswarmError as exc:
-            _abort(context, exc)
-        except OSError as exc:
-            log.exception("%s failed", fn.__name__)
-            _abort(context, EngineFailure(str(exc)))
-
-    return unary  # type: ignore[return-value]
 
 
 def _spool(tmp: Path, chunks: Iterator[bytes]) -> IO[bytes]:

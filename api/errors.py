@@ -31,6 +31,10 @@ class Conflict(PyswarmError):
     status = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class SequenceConflict(Conflict):
+    """An update carried a stale `meta.version`: the object changed since it was read."""
+
+
 class AlreadyExists(PyswarmError):
     status = grpc.StatusCode.ALREADY_EXISTS
 
@@ -61,3 +65,9 @@ class EngineFailure(PyswarmError):
     """The runtime, conmon, mount or kernel failed (docker run exits 125)."""
 
     status = grpc.StatusCode.INTERNAL
+
+
+class PermissionDenied(PyswarmError):
+    """The caller's certificate does not allow this call (a worker on the control API)."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
