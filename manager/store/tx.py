@@ -1,0 +1,187 @@
+"""Transactions: `ReadTx` for `view`, `Tx` (reads + writes) for `update` and `batch`.
+
+A transaction reads the store's rows directly, under the store's lock, and hands out
+copies: the rows themselves are never exposed, so no caller can change the store.
+
+A `Tx` records its writes as StoreActions, in order, and keeps an overlay of the
+objects it wrote so that its own reads see them. It checks each write as `apply` will
+(exists / not found / stale version) and raises at once, so that a transaction bound
+to fail is never proposed. `apply` checks again: the store may have moved on by then.
+
+Versions inside a transaction: an object the transaction updated still shows the
+version it was read at, and one it created shows 0; so the object read back from the
+transaction can be updated again, and `apply` holds every UPDATE of a batch to the
+version before the batch. Timestamps come from the proposer's clock (apply must not
+read one): `created_at` on create, `updated_at` on every write.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
+
+from api import objects_pb2 as objects
+from api.errors import InvalidArgument
+from manager.store.tables import (
+    ALL,
+    TABLES,
+    Selector,
+    StoreObject,
+    Table,
+    action,
+    check_write,
+    table_of,
+)
+
+ObjT = TypeVar("ObjT", bound=StoreObject)
+Rows = dict[str, dict[str, StoreObject]]  # kind -> id -> object
+
+
+class State:
+    """The store's rows and version; guarded by the store's lock."""
+
+    def __init__(self) -> None:
+        self.rows: Rows = {t.kind: {} for t in TABLES}
+        self.version = 0
+
+
+class ReadTx:
+    """A consistent read of the store; usable only inside the function it was given to."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._active = True
+
+    @property
+    def version(self) -> int:
+        """The store version this transaction reads."""
+        self._check_active()
+        return self._state.version
+
+    def get(self, table: Table[ObjT], obj_id: str) -> ObjT | None:
+        """A copy of the object with id `obj_id`, or None."""
+        self._check_active()
+        obj = self._current(table, obj_id)
+        return None if obj is None else cast(ObjT, copy.deepcopy(obj))
+
+    def find(self, table: Table[ObjT], *, by: Selector = ALL) -> list[ObjT]:
+        """Copies of the objects `by` selects (all by default), ordered by id."""
+        self._check_active()
+        found = [o for o in self._objects(table) if by.matches(table, cast(ObjT, o))]
+        found.sort(key=lambda o: o.meta.id)
+        return [cast(ObjT, copy.deepcopy(o)) for o in found]
+
+    # ---- overridden by Tx to see its own writes ---------------------------------
+
+    def _current(self, table: Table[Any], obj_id: str) -> StoreObject | None:
+        return self._state.rows[table.kind].get(obj_id)
+
+    def _objects(self, table: Table[Any]) -> Iterator[StoreObject]:
+        return iter(self._state.rows[table.kind].values())
+
+    def activate(self, active: bool) -> None:
+        """For the store: a transaction is usable only while its function runs."""
+        self._active = active
+
+    def _check_active(self) -> None:
+        if not self._active:
+            raise RuntimeError("store transaction used outside its view/update function")
+
+
+Savepoint = tuple[int, dict[tuple[str, str], StoreObject | None]]
+
+
+class Tx(ReadTx):
+    """A read-write transaction: writes are proposed as one StoreBatch when it ends."""
+
+    def __init__(self, state: State, *, clock: Callable[[], float]) -> None:
+        super().__init__(state)
+        self._clock = clock
+        self._actions: list[objects.StoreAction] = []
+        self._overlay: dict[tuple[str, str], StoreObject | None] = {}  # None: removed
+
+    def create(self, obj: StoreObject) -> None:
+        """Create `obj` (its meta.id set by the caller); AlreadyExists if taken."""
+        self._check_active()
+        table = table_of(obj)
+        self._refuse(objects.StoreAction.CREATE, table, obj)
+        new = copy.deepcopy(obj)
+        now = self._clock()
+        new.meta.version = 0
+        new.meta.created_at = now
+        new.meta.updated_at = now
+        self._write(objects.StoreAction.CREATE, table, new)
+
+    def update(self, obj: StoreObject) -> None:
+        """Replace the object; its meta.version must be the version it was read at."""
+        self._check_active()
+        table = table_of(obj)
+        current = self._refuse(objects.StoreAction.UPDATE, table, obj)
+        assert current is not None
+        new = copy.deepcopy(obj)
+        new.meta.created_at = current.meta.created_at
+        new.meta.updated_at = self._clock()
+        self._write(objects.StoreAction.UPDATE, table, new)
+
+    def delete(self, table: Table[Any], obj_id: str) -> None:
+        """Remove the object with id `obj_id`; NotFound if there is none."""
+        self._check_active()
+        act = objects.StoreAction(kind=objects.StoreAction.REMOVE)
+        stub: StoreObject = getattr(act, table.kind)
+        stub.meta.id = obj_id
+        self._refuse(objects.StoreAction.REMOVE, table, stub)
+        self._actions.append(act)
+        self._overlay[(table.kind, obj_id)] = None
+
+    # ---- for the store ---------------------------------------------------------------
+
+    def actions(self) -> list[objects.StoreAction]:
+        return list(self._actions)
+
+    def savepoint(self) -> Savepoint:
+        return len(self._actions), dict(self._overlay)
+
+    def rollback(self, savepoint: Savepoint) -> None:
+        count, overlay = savepoint
+        del self._actions[count:]
+        self._overlay = overlay
+
+    def clear(self) -> None:
+        """Forget the writes: they were proposed, and the rows now hold them."""
+        self._actions.clear()
+        self._overlay.clear()
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _refuse(
+        self, kind: objects.StoreAction.Kind.ValueType, table: Table[Any], obj: StoreObject
+    ) -> StoreObject | None:
+        """Raise if `apply` would refuse the write; return the current object."""
+        if not obj.meta.id:
+            raise InvalidArgument(f"{table.kind} has no id")
+        current = self._current(table, obj.meta.id)
+        version = None if current is None else current.meta.version
+        refusal = check_write(kind, table, obj, current_version=version)
+        if refusal is not None:
+            raise refusal.error()
+        return current
+
+    def _write(
+        self, kind: objects.StoreAction.Kind.ValueType, table: Table[Any], obj: StoreObject
+    ) -> None:
+        self._actions.append(action(kind, obj))
+        self._overlay[(table.kind, obj.meta.id)] = obj
+
+    def _current(self, table: Table[Any], obj_id: str) -> StoreObject | None:
+        key = (table.kind, obj_id)
+        if key in self._overlay:
+            return self._overlay[key]
+        return super()._current(table, obj_id)
+
+    def _objects(self, table: Table[Any]) -> Iterator[StoreObject]:
+        pending = {i: o for (k, i), o in self._overlay.items() if k == table.kind}
+        for obj_id, obj in self._state.rows[table.kind].items():
+            if obj_id not in pending:
+                yield obj
+        yield from (o for o in pending.values() if o is not None)
