@@ -95,6 +95,7 @@ def run_daemon(
     bridge_idle_grace: float = 10.0,
     insecure_registries: tuple[str, ...] = (),
     default_registry: str = "docker.io",
+    hostname: str = "",
 ) -> None:
     import grpc
     from prometheus_client import REGISTRY, start_http_server
@@ -103,8 +104,9 @@ def run_daemon(
     from agent.engine import Engine, EngineOptions
     from agent.metrics import EngineCollector
     from agent.server import EngineServicer
-    from api import engine_pb2_grpc
+    from api import engine_pb2_grpc, swarm_pb2_grpc
     from api.errors import PyswarmError
+    from cli.swarmnode import LocalControl, SwarmNode
     from overlay.bridge import BridgeDriver
 
     for line in hostprep.prepare_host():
@@ -137,6 +139,9 @@ def run_daemon(
         options=[("grpc.max_receive_message_length", 64 << 20)],
     )
     engine_pb2_grpc.add_EngineServicer_to_server(EngineServicer(engine), server)
+    swarm_node = SwarmNode(data_root, hostname=hostname or socket.gethostname())
+    swarm_pb2_grpc.add_SwarmServicer_to_server(swarm_node, server)
+    swarm_pb2_grpc.add_ControlServicer_to_server(LocalControl(swarm_node), server)
     # The socket is created by add_insecure_port: 0660 from birth, never wider.
     old_umask = os.umask(0o117)
     try:
@@ -144,6 +149,10 @@ def run_daemon(
     finally:
         os.umask(old_umask)
     server.start()
+    try:
+        swarm_node.resume()
+    except PyswarmError as exc:
+        log.error("could not rejoin the swarm: %s", exc.message)
     if metrics is not None:
         try:
             REGISTRY.register(EngineCollector(engine))
@@ -162,6 +171,7 @@ def run_daemon(
     signal.signal(signal.SIGINT, on_signal)
     done.wait()
     server.stop(grace=2).wait()
+    swarm_node.close()
     engine.close()
     network.close()
     sock.unlink(missing_ok=True)
@@ -229,6 +239,11 @@ def run_daemon(
     show_default=True,
     help="Registry for unqualified image names ('' = never pull them).",
 )
+@click.option(
+    "--hostname",
+    default="",
+    help="Name this node reports to the swarm (default: the host's name).",
+)
 @click.option("--debug", is_flag=True, help="Log debug messages.")
 def daemon(
     data_root: Path,
@@ -240,6 +255,7 @@ def daemon(
     cgroup_parent: str,
     insecure_registries: tuple[str, ...],
     default_registry: str,
+    hostname: str,
     debug: bool,
 ) -> None:
     """Run the pyswarm daemon (the engine of this host), serving the API on a unix socket."""
@@ -261,6 +277,7 @@ def daemon(
             cgroup_parent=cgroup_parent,
             insecure_registries=insecure_registries,
             default_registry=default_registry,
+            hostname=hostname,
         )
     except DaemonError as exc:
         click.echo(f"pyswarm daemon: {exc}", err=True)

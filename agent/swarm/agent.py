@@ -1,0 +1,235 @@
+"""The swarm agent: this node's session with the leader's dispatcher.
+
+One thread keeps a session open: it dials the leader (a follower's refusal names the
+leader in `pyswarm-leader` metadata; otherwise each known manager in turn), opens the
+Session stream and heartbeats at the period the dispatcher asks for. Session
+messages carry the node's own object — role and availability changes arrive that
+way and are handed to `on_node` — and the list of managers, handed to
+`on_managers` so a restart knows whom to dial.
+
+Certificates are renewed at a random point between 50% and 80% of their life, and
+at once when the node's role changes (the new certificate carries the new role).
+Renewal makes a new key and CSR; the old certificate stays in use until the new one
+is saved, so a failed renewal changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from api import objects_pb2 as objects
+from api import pki
+from api import swarm_pb2 as swarm
+from api import swarm_pb2_grpc as swarm_grpc
+from api.credentials import NodeCredentials
+
+log = logging.getLogger(__name__)
+LEADER_KEY = "pyswarm-leader"
+RETRY_DELAY = 0.2
+
+
+class SwarmAgent:
+    def __init__(
+        self,
+        credentials: NodeCredentials,
+        *,
+        managers: list[str],
+        addr: str,
+        description: objects.NodeDescription,
+        on_node: Callable[[objects.Node], None],
+        on_managers: Callable[[list[str]], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.managers = list(managers)
+        self.addr = addr
+        self.description = description
+        self.on_node = on_node
+        self.on_managers = on_managers
+        self.rng = rng or random.Random()
+        self.connected = threading.Event()
+        self._leader_hint: str | None = None
+        self._stop = threading.Event()
+        self._renew = threading.Event()
+        self._call: Any = None
+        self._channel: tuple[str, int, grpc.Channel] | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [
+            threading.Thread(target=self._session_loop, name="agent-session", daemon=True),
+            threading.Thread(target=self._renewal_loop, name="agent-renewal", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._renew.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        if self._channel is not None:
+            self._channel[2].close()
+
+    def renew_now(self) -> None:
+        self._renew.set()
+
+    # ---- channels --------------------------------------------------------------
+
+    def _dispatcher(self, addr: str) -> swarm_grpc.DispatcherStub:
+        generation = self.credentials.generation
+        if self._channel is None or self._channel[:2] != (addr, generation):
+            if self._channel is not None:
+                self._channel[2].close()
+            key, cert, ca = self.credentials.triple()
+            channel = grpc.secure_channel(
+                addr,
+                pki.channel_credentials(ca, cert_pem=cert, key_pem=key),
+                options=pki.channel_options(),
+            )
+            self._channel = (addr, generation, channel)
+        return swarm_grpc.DispatcherStub(self._channel[2])
+
+    def _candidates(self) -> list[str]:
+        hint = self._leader_hint
+        rest = [m for m in self.managers if m != hint]
+        self.rng.shuffle(rest)
+        return ([hint] if hint else []) + rest
+
+    # ---- the session -------------------------------------------------------------
+
+    def _session_loop(self) -> None:
+        while not self._stop.is_set():
+            for addr in self._candidates():
+                if self._stop.is_set():
+                    return
+                try:
+                    self._session(addr)
+                except grpc.RpcError as exc:
+                    self._leader_hint = leader_hint(exc)
+                    log.debug("session with %s ended: %s", addr, describe(exc))
+                finally:
+                    self.connected.clear()
+                if self._leader_hint:
+                    break  # dial the leader next, not the next manager in the list
+            self._stop.wait(RETRY_DELAY)
+
+    def _session(self, addr: str) -> None:
+        stub = self._dispatcher(addr)
+        call = stub.Session(
+            swarm.SessionRequest(description=self.description, addr=self.addr), timeout=None
+        )
+        self._call = call
+        beat: threading.Thread | None = None
+        try:
+            for message in call:
+                if beat is None:
+                    self._leader_hint = addr
+                    self.connected.set()
+                    log.info("session with the leader at %s", addr)
+                    beat = threading.Thread(
+                        target=self._heartbeat,
+                        args=(stub, message.session_id, message.heartbeat_period, call),
+                        name="agent-heartbeat",
+                        daemon=True,
+                    )
+                    beat.start()
+                self._handle(message)
+        finally:
+            call.cancel()
+            if beat is not None:
+                beat.join(timeout=5)
+
+    def _heartbeat(
+        self, stub: swarm_grpc.DispatcherStub, session_id: str, period: float, call: Any
+    ) -> None:
+        while not self._stop.wait(period) and call.running():
+            try:
+                reply = stub.Heartbeat(
+                    swarm.HeartbeatRequest(session_id=session_id), timeout=max(period, 1.0)
+                )
+                period = reply.period or period
+            except grpc.RpcError as exc:
+                log.info("heartbeat failed: %s", describe(exc))
+                call.cancel()
+                return
+
+    def _handle(self, message: swarm.SessionMessage) -> None:
+        managers = [peer.addr for peer in message.managers if peer.addr]
+        if managers and managers != self.managers:
+            self.managers = managers
+            self.on_managers(managers)
+        if message.HasField("node"):
+            self.on_node(message.node)
+
+    # ---- certificates --------------------------------------------------------------
+
+    def _renewal_loop(self) -> None:
+        while not self._stop.is_set():
+            info = pki.cert_info(self.credentials.cert_pem)
+            delay = pki.renewal_delay(info, now=datetime.now(UTC), rng=self.rng)
+            self._renew.wait(delay)
+            if self._stop.is_set():
+                return
+            self._renew.clear()
+            while not self._stop.is_set():
+                try:
+                    self.renew()
+                    break
+                except grpc.RpcError as exc:
+                    log.warning("certificate renewal failed, retrying: %s", describe(exc))
+                    self._stop.wait(1.0)
+
+    def renew(self) -> objects.NodeRole.ValueType:
+        key = pki.generate_key()
+        last: grpc.RpcError | None = None
+        for addr in self._candidates():
+            try:
+                reply = self._dispatcher(addr).RenewCertificate(
+                    swarm.CertificateRequest(csr_pem=pki.make_csr(key)), timeout=10
+                )
+            except grpc.RpcError as exc:
+                last = exc
+                continue
+            self.credentials.save(
+                key_pem=pki.key_pem(key), cert_pem=reply.cert_pem, ca_pem=self.credentials.ca_pem
+            )
+            log.info("certificate renewed (role %s)", pki.cert_info(reply.cert_pem).role)
+            return reply.role
+        if last is not None:
+            raise last
+        raise RuntimeError("no manager to renew the certificate with")
+
+
+def leader_hint(exc: grpc.RpcError) -> str | None:
+    if isinstance(exc, grpc.Call):
+        for key, value in exc.trailing_metadata() or ():
+            if key == LEADER_KEY:
+                return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def describe(exc: grpc.RpcError) -> str:
+    if isinstance(exc, grpc.Call):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)
+
+
+def wait_connected(agent: SwarmAgent, *, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent.connected.wait(0.05):
+            return True
+    return False

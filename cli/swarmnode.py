@@ -1,0 +1,561 @@
+"""This host's place in a swarm: the Swarm API on the unix socket, and the agent and
+manager it runs. Part of the daemon's wiring (like swarmkit's node/): the one place,
+with cli/daemon.py, that imports both `manager` and `agent`.
+
+State on disk, under <data-root>/swarm/: `state.json` (node id, addresses, the last
+known managers and Raft members), `certificates/` (key, certificate, CA) and, on
+managers, `manager/` (Raft journal and snapshot, cluster password). A daemon that
+restarts with this state resumes: the manager rejoins Raft from its journal and the
+agent reconnects. Leaving deletes it.
+
+Role changes arrive on the agent's session as the node's own object: promoted, the
+node renews its certificate (now a manager's), asks the leader to add it to Raft and
+starts its manager; demoted (the leader has already taken it out of Raft), it stops
+its manager, deletes the Raft data and renews its certificate as a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from agent.swarm.agent import SwarmAgent, wait_connected
+from agent.swarm.join import join as join_swarm
+from agent.swarm.join import split_addr
+from api import objects_pb2 as objects
+from api import pki
+from api import swarm_pb2 as swarm
+from api import swarm_pb2_grpc as swarm_grpc
+from api.credentials import NodeCredentials, write_atomic
+from api.errors import Conflict, InvalidArgument, PyswarmError, Unavailable
+from api.rpc import rpc
+from manager import store as st
+from manager.ca import RootCA
+from manager.control import ControlServicer
+from manager.ids import new_id
+from manager.manager import Endpoints, Manager, load_password, remote_error
+from manager.raft import RaftError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NOT_IN_SWARM = (
+    'This node is not a swarm manager. Use "pyswarm swarm init" or "pyswarm swarm join" '
+    "to connect this node to swarm and try again."
+)
+WORKER_ONLY = (
+    "This node is not a swarm manager. Worker nodes can't be used to view or modify "
+    "cluster state. Please run this command on a manager node or promote the current "
+    "node to a manager."
+)
+ALREADY = (
+    'This node is already part of a swarm. Use "pyswarm swarm leave" to leave this swarm '
+    "and join another one."
+)
+DEFAULT_CERT_EXPIRY = 90 * 86400.0
+READY_TIMEOUT = 20.0
+
+
+def node_description(hostname: str) -> objects.NodeDescription:
+    from importlib.metadata import version
+
+    memory = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    machine = platform.machine()
+    return objects.NodeDescription(
+        hostname=hostname,
+        os="linux",
+        arch={"x86_64": "x86_64", "aarch64": "aarch64"}.get(machine, machine),
+        nano_cpus=(os.cpu_count() or 1) * 10**9,
+        memory_bytes=memory,
+        engine_version=version("pyswarm"),
+    )
+
+
+def default_advertise_host() -> str:
+    """The one non-loopback IPv4 address of this host (docker's rule, simplified)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        addrs = [
+            (names.get(a["index"], "?"), a.get_attr("IFA_ADDRESS"))
+            for a in ipr.get_addr(family=socket.AF_INET)
+        ]
+    candidates = [
+        (name, ip) for name, ip in addrs if not ip.startswith("127.") and name != "pyswarm0"
+    ]
+    if len(candidates) == 1:
+        return str(candidates[0][1])
+    if not candidates:
+        raise InvalidArgument("could not find an IP address to advertise: use --advertise-addr")
+    listed = ", ".join(f"{ip} on {name}" for name, ip in candidates)
+    raise InvalidArgument(
+        f"could not choose an IP address to advertise since this system has multiple "
+        f"addresses ({listed}): use --advertise-addr"
+    )
+
+
+class SwarmNode(swarm_grpc.SwarmServicer):
+    def __init__(self, data_root: Path, *, hostname: str) -> None:
+        self.dir = data_root / "swarm"
+        self.hostname = hostname
+        self.credentials = NodeCredentials(self.dir / "certificates")
+        self.manager: Manager | None = None
+        self.agent: SwarmAgent | None = None
+        self.state: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._role_lock = threading.Lock()
+        if (self.dir / "state.json").exists() and self.credentials.exists():
+            self.state = json.loads((self.dir / "state.json").read_text())
+
+    # ---- persistence -------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.dir / "state.json", json.dumps(self.state).encode(), mode=0o600)
+
+    def _endpoints(self) -> Endpoints:
+        return Endpoints(
+            advertise_host=self.state["advertise_host"],
+            listen_host=self.state["listen_host"],
+            api_port=self.state["api_port"],
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Rejoin the swarm this daemon was part of before it restarted."""
+        if not self.state:
+            return
+        with self._lock:
+            if self.credentials.role == "manager" and (self.dir / "manager").exists():
+                self._start_manager(
+                    peers=self.state.get("raft_peers", []),
+                    password=load_password(self.dir / "manager"),
+                )
+            self._start_agent()
+        log.info("resumed swarm membership as node %s", self.state["node_id"])
+
+    def close(self) -> None:
+        with self._lock:
+            if self.agent is not None:
+                self.agent.stop()
+                self.agent = None
+            if self.manager is not None:
+                self.manager.close()
+                self.manager = None
+
+    def _start_manager(
+        self, *, peers: list[str], password: str, force: bool = False, join: bool = False
+    ) -> Manager:
+        manager = Manager(
+            self.state["node_id"],
+            state_dir=self.dir / "manager",
+            endpoints=self._endpoints(),
+            credentials=self.credentials,
+        )
+        manager.start(peers=peers, password=password, force_new_cluster=force, join=join)
+        self.manager = manager
+        return manager
+
+    def _start_agent(self) -> None:
+        agent = SwarmAgent(
+            self.credentials,
+            managers=self.state.get("managers", []),
+            addr=self.state["advertise_host"],
+            description=node_description(self.hostname),
+            on_node=self._on_node,
+            on_managers=self._on_managers,
+        )
+        agent.start()
+        self.agent = agent
+
+    def _on_managers(self, managers: list[str]) -> None:
+        with self._lock:
+            if self.state:
+                self.state["managers"] = managers
+                self._save()
+
+    # ---- role changes ----------------------------------------------------------------
+
+    def _on_node(self, node: objects.Node) -> None:
+        is_manager = self.manager is not None
+        wants_manager = node.role == objects.MANAGER
+        if is_manager != wants_manager or self.credentials.role != (
+            "manager" if wants_manager else "worker"
+        ):
+            threading.Thread(
+                target=self._change_role, args=(wants_manager,), name="role", daemon=True
+            ).start()
+
+    def _change_role(self, wants_manager: bool) -> None:
+        with self._role_lock:
+            agent = self.agent
+            if agent is None:
+                return
+            try:
+                if wants_manager and self.manager is None:
+                    agent.renew()
+                    self._become_manager(agent)
+                elif not wants_manager and self.manager is not None:
+                    with self._lock:
+                        manager, self.manager = self.manager, None
+                    manager.close()
+                    shutil.rmtree(self.dir / "manager", ignore_errors=True)
+                    agent.renew()
+                    log.info("this node is now a worker")
+                elif self.credentials.role != ("manager" if wants_manager else "worker"):
+                    agent.renew()
+            except (grpc.RpcError, PyswarmError) as exc:
+                log.warning("role change not done yet: %s", exc)
+
+    def _become_manager(self, agent: SwarmAgent) -> None:
+        """Join Raft and start the manager; callers hold `_role_lock`, so a join as
+        manager and the session's role message never both start one."""
+        if self.manager is not None:
+            return
+        endpoints = self._endpoints()
+        reply = self._call_managers(
+            agent.managers,
+            lambda stub: stub.JoinRaft(
+                swarm.JoinRaftRequest(raft_addr=endpoints.raft_addr, api_addr=endpoints.api_addr),
+                timeout=30.0,
+            ),
+        )
+        with self._lock:
+            self.state["raft_peers"] = list(reply.members)
+            self._save()
+            self._start_manager(peers=list(reply.members), password=reply.password, join=True)
+        log.info("this node is now a manager")
+
+    def _call_managers(
+        self, managers: list[str], call: Callable[[swarm_grpc.RaftMembershipStub], T]
+    ) -> T:
+        key, cert, ca = self.credentials.triple()
+        last: PyswarmError = Unavailable("no manager to call")
+        for addr in managers:
+            with grpc.secure_channel(
+                addr,
+                pki.channel_credentials(ca, cert_pem=cert, key_pem=key),
+                options=pki.channel_options(),
+            ) as channel:
+                try:
+                    return call(swarm_grpc.RaftMembershipStub(channel))
+                except grpc.RpcError as exc:
+                    last = remote_error(exc)
+        raise last
+
+    # ---- Swarm API -------------------------------------------------------------------
+
+    @rpc
+    def Init(self, request: swarm.InitRequest, context: grpc.ServicerContext) -> swarm.InitResponse:
+        with self._lock:
+            if request.force_new_cluster and self.state and self.credentials.role == "manager":
+                return self._force_new_cluster()
+            if self.state:
+                raise Conflict(ALREADY)
+            listen_host, api_port = split_addr(request.listen_addr or "0.0.0.0:2377")
+            advertise = request.advertise_addr or default_advertise_host()
+            advertise_host, advertise_port = split_addr(advertise, default_port=api_port)
+            pki.validate_ip(advertise_host)
+            node_id = new_id()
+            now = datetime.now(UTC)
+            expiry = request.cert_expiry or DEFAULT_CERT_EXPIRY
+            if expiry < 3600:
+                raise InvalidArgument("minimum certificate expiry time is 1h0m0s")
+            ca = RootCA.create(now=now)
+            key = pki.generate_key()
+            cert = ca.issue(
+                pki.make_csr(key),
+                node_id=node_id,
+                role="manager",
+                expiry=timedelta(seconds=expiry),
+                now=now,
+            )
+            self.state = {
+                "node_id": node_id,
+                "advertise_host": advertise_host,
+                "listen_host": listen_host,
+                "api_port": advertise_port,
+                "managers": [f"{advertise_host}:{advertise_port}"],
+                "raft_peers": [],
+            }
+            try:
+                self.credentials.save(key_pem=pki.key_pem(key), cert_pem=cert, ca_pem=ca.cert_pem)
+                manager = self._start_manager(peers=[], password=secrets.token_hex(32))
+                manager.wait_leader(timeout=READY_TIMEOUT)
+                manager.store.update(lambda tx: self._create_cluster(tx, request, ca, node_id))
+                self._save()
+                self._start_agent()
+            except BaseException:
+                self._forget()
+                raise
+            assert self.agent is not None
+            wait_connected(self.agent, timeout=READY_TIMEOUT)
+            unlock = manager.cluster().unlock_key.decode()
+            return swarm.InitResponse(node_id=node_id, unlock_key=unlock)
+
+    def _create_cluster(
+        self, tx: st.Tx, request: swarm.InitRequest, ca: RootCA, node_id: str
+    ) -> None:
+        from manager.control import new_unlock_key
+
+        endpoints = self._endpoints()
+        spec = objects.ClusterSpec(
+            name="default",
+            task_history_limit=request.task_history_limit or 5,
+            heartbeat_period=request.dispatcher_heartbeat or 5.0,
+            node_cert_expiry=request.cert_expiry or DEFAULT_CERT_EXPIRY,
+            autolock=request.autolock,
+            default_addr_pool=list(request.default_addr_pool) or ["10.0.0.0/8"],
+            subnet_size=request.default_addr_pool_mask_length or 24,
+        )
+        tokens = objects.JoinTokens(
+            worker=pki.format_token(ca.digest, pki.new_secret()),
+            manager=pki.format_token(ca.digest, pki.new_secret()),
+        )
+        st.create_cluster(
+            tx,
+            objects.Cluster(
+                meta=objects.Meta(id=new_id()),
+                spec=spec,
+                root_ca=objects.RootCA(
+                    ca_cert_pem=ca.cert_pem,
+                    ca_key_pem=ca.key_pem,
+                    digest=ca.digest,
+                    join_tokens=tokens,
+                ),
+                unlock_key=new_unlock_key() if request.autolock else b"",
+            ),
+        )
+        st.create_node(
+            tx,
+            objects.Node(
+                meta=objects.Meta(id=node_id),
+                spec=objects.NodeSpec(
+                    desired_role=objects.MANAGER, availability=request.availability
+                ),
+                description=node_description(self.hostname),
+                status=objects.NodeStatus(state=objects.READY, addr=endpoints.advertise_host),
+                manager_status=objects.ManagerStatus(
+                    raft_addr=endpoints.raft_addr,
+                    addr=endpoints.api_addr,
+                    reachability=objects.REACHABLE,
+                ),
+                role=objects.MANAGER,
+            ),
+        )
+
+    def _force_new_cluster(self) -> swarm.InitResponse:
+        """Keep all state and make this manager the only member of a new Raft group."""
+        self.close()
+        manager = self._start_manager(
+            peers=[], password=load_password(self.dir / "manager"), force=True
+        )
+        manager.wait_leader(timeout=READY_TIMEOUT)
+        endpoints = self._endpoints()
+
+        def demote_others(tx: st.Tx) -> None:
+            for node in st.find_nodes(tx, by=st.All()):
+                if node.meta.id == self.state["node_id"] or node.role != objects.MANAGER:
+                    continue
+                # The others are no longer Raft members: they stay listed, as workers.
+                node.role = objects.WORKER
+                node.spec.desired_role = objects.WORKER
+                node.ClearField("manager_status")
+                st.update_node(tx, node)
+
+        manager.store.update(demote_others)
+        self.state["raft_peers"] = []
+        self.state["managers"] = [endpoints.api_addr]
+        self._save()
+        self._start_agent()
+        return swarm.InitResponse(node_id=self.state["node_id"])
+
+    @rpc
+    def Join(self, request: swarm.JoinRequest, context: grpc.ServicerContext) -> swarm.JoinResponse:
+        # _role_lock before _lock, the order _change_role takes them in.
+        with self._role_lock, self._lock:
+            if self.state:
+                raise Conflict(ALREADY)
+            pki.parse_token(request.token)
+            listen_host, api_port = split_addr(request.listen_addr or "0.0.0.0:2377")
+            advertise = request.advertise_addr or default_advertise_host()
+            advertise_host, advertise_port = split_addr(advertise, default_port=api_port)
+            pki.validate_ip(advertise_host)
+            try:
+                reply = join_swarm(
+                    request.token,
+                    remote=request.remote_addr,
+                    advertise_addr=advertise_host,
+                    availability=request.availability,
+                    description=node_description(self.hostname),
+                    credentials=self.credentials,
+                )
+                self.state = {
+                    "node_id": reply.node_id,
+                    "advertise_host": advertise_host,
+                    "listen_host": listen_host,
+                    "api_port": advertise_port,
+                    "managers": [p.addr for p in reply.managers] or [request.remote_addr],
+                    "raft_peers": [],
+                }
+                self._save()
+                self._start_agent()
+                assert self.agent is not None
+                if reply.role == objects.MANAGER:
+                    self._become_manager(self.agent)
+                wait_connected(self.agent, timeout=READY_TIMEOUT)
+            except BaseException:
+                self._forget()
+                raise
+            return swarm.JoinResponse(node_id=reply.node_id, role=reply.role)
+
+    def _forget(self) -> None:
+        """Drop every trace of swarm membership on this host (a failed init or join,
+        or leave)."""
+        self.close()
+        self.state = {}
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.credentials = NodeCredentials(self.dir / "certificates")
+
+    @rpc
+    def Leave(self, request: swarm.LeaveRequest, context: grpc.ServicerContext) -> swarm.Empty:
+        with self._lock:
+            if not self.state:
+                raise Conflict("This node is not part of a swarm")
+            manager = self.manager
+            if manager is not None:
+                members = manager.raft_status().members
+                if not request.force:
+                    raise Conflict(leave_refusal(len(members)))
+                if len(members) > 1:
+                    try:
+                        if manager.is_leader:
+                            assert manager.raft is not None
+                            manager.raft.transfer_leadership(timeout=10.0)
+                        manager.forward(lambda stub: stub.LeaveRaft(swarm.Empty(), timeout=30.0))
+                    except (PyswarmError, RaftError) as exc:
+                        log.warning("leaving Raft failed, leaving anyway: %s", exc)
+            self._forget()
+        return swarm.Empty()
+
+    @rpc
+    def Unlock(self, request: swarm.UnlockRequest, context: grpc.ServicerContext) -> swarm.Empty:
+        raise Conflict("Error: swarm is not locked")
+
+    @rpc
+    def Info(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.SwarmInfo:
+        with self._lock:
+            if not self.state:
+                return swarm.SwarmInfo(local_node_state="inactive")
+            info = swarm.SwarmInfo(
+                local_node_state="active",
+                node_id=self.state["node_id"],
+                node_addr=self.state["advertise_host"],
+                control_available=self.manager is not None,
+                remote_managers=self.state.get("managers", []),
+            )
+            manager = self.manager
+        if manager is not None:
+            try:
+                nodes = manager.store.view(lambda tx: st.find_nodes(tx, by=st.All()))
+                info.nodes = len(nodes)
+                info.managers = sum(1 for n in nodes if n.role == objects.MANAGER)
+                info.cluster_id = manager.cluster().meta.id
+            except PyswarmError as exc:
+                info.error = exc.message
+        return info
+
+    # ---- the control API through the unix socket ------------------------------------
+
+    def local_control(self) -> ControlServicer:
+        if self.manager is not None:
+            return self.manager.local_control
+        raise Conflict(WORKER_ONLY if self.state else NOT_IN_SWARM)
+
+
+def leave_refusal(managers: int) -> str:
+    if managers <= 1:
+        return (
+            "You are attempting to leave the swarm on a node that is participating as a "
+            "manager. Removing the last manager erases all current state of the swarm. "
+            "Use `--force` to ignore this message."
+        )
+    return (
+        "You are attempting to leave the swarm on a node that is participating as a "
+        f"manager. Removing this node leaves {managers - 1} managers out of {managers}. "
+        "Without a Raft quorum your swarm will be inaccessible. The only way to restore a "
+        "swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. "
+        "Use `--force` to suppress this message."
+    )
+
+
+class LocalControl(swarm_grpc.ControlServicer):
+    """The Control service on the unix socket: this host's manager, or a clear refusal."""
+
+    def __init__(self, node: SwarmNode) -> None:
+        self.node = node
+
+    def _target(self) -> ControlServicer:
+        return self.node.local_control()
+
+    @rpc
+    def ListNodes(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.NodeList:
+        return self._target().ListNodes(request, context)
+
+    @rpc
+    def GetNode(self, request: swarm.NodeRef, context: grpc.ServicerContext) -> objects.Node:
+        return self._target().GetNode(request, context)
+
+    @rpc
+    def UpdateNode(
+        self, request: swarm.UpdateNodeRequest, context: grpc.ServicerContext
+    ) -> objects.Node:
+        return self._target().UpdateNode(request, context)
+
+    @rpc
+    def RemoveNode(
+        self, request: swarm.RemoveNodeRequest, context: grpc.ServicerContext
+    ) -> swarm.Empty:
+        return self._target().RemoveNode(request, context)
+
+    @rpc
+    def GetCluster(self, request: swarm.Empty, context: grpc.ServicerContext) -> objects.Cluster:
+        return self._target().GetCluster(request, context)
+
+    @rpc
+    def UpdateCluster(
+        self, request: swarm.UpdateClusterRequest, context: grpc.ServicerContext
+    ) -> objects.Cluster:
+        return self._target().UpdateCluster(request, context)
+
+    @rpc
+    def GetUnlockKey(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.UnlockKey:
+        return self._target().GetUnlockKey(request, context)
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

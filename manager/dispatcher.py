@@ -1,0 +1,305 @@
+"""The dispatcher: agents' sessions with the leader, their heartbeats, and node liveness.
+
+Only the leader dispatches: a follower refuses sessions with the leader's address in
+the `pyswarm-leader` trailing metadata, and the agent reconnects there. Each node
+holds one session stream; the leader pushes on it the node's own object (so role and
+availability changes reach the node), the list of managers and the heartbeat period.
+
+Liveness: a heartbeat extends the session's deadline to 3 periods from now; a session
+past its deadline ends and its node is marked DOWN. After a leader change the new
+leader has no sessions yet: nodes the store shows as up get a grace window (3 periods
++ GRACE) to reconnect before they are marked DOWN, so a failover never takes nodes
+down or reschedules anything. Heartbeats themselves are never written to the store:
+only transitions (READY, DOWN) are.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+
+from api import objects_pb2 as objects
+from api import swarm_pb2 as swarm
+from api import swarm_pb2_grpc as swarm_grpc
+from api.errors import NotFound, SequenceConflict, Unavailable
+from api.rpc import rpc
+from manager import auth
+from manager import store as st
+
+if TYPE_CHECKING:
+    from manager.manager import Manager
+
+log = logging.getLogger(__name__)
+LEADER_KEY = "pyswarm-leader"
+DEFAULT_HEARTBEAT = 5.0
+MISSED_HEARTBEATS = 3
+GRACE = 2.0
+
+
+@dataclass
+class AgentSession:
+    id: str
+    node_id: str
+    deadline: float
+    outbox: queue.Queue[swarm.SessionMessage | None] = field(default_factory=queue.Queue)
+
+
+class Dispatcher(swarm_grpc.DispatcherServicer):
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+        self._lock = threading.Lock()
+        self._sessions: dict[str, AgentSession] = {}  # by node id
+        self._leading = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._since = 0.0
+
+    # ---- leadership ------------------------------------------------------------
+
+    def start_leading(self) -> None:
+        self._since = time.monotonic()
+        self._stop.clear()
+        self._leading.set()
+        self._threads = [
+            threading.Thread(target=self._expire_loop, name="dispatcher-expiry", daemon=True),
+            threading.Thread(target=self._watch_loop, name="dispatcher-watch", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop_leading(self) -> None:
+        self._leading.clear()
+        self._stop.set()
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.outbox.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        self._threads = []
+
+    def session_count(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    # ---- RPCs ------------------------------------------------------------------
+
+    def _refuse_unless_leader(self, context: grpc.ServicerContext) -> None:
+        if self._leading.is_set():
+            return
+        leader = self.manager.leader_api_addr()
+        if leader:
+            context.set_trailing_metadata(((LEADER_KEY, leader),))
+        raise Unavailable(f"this manager is not the leader (the leader is {leader or 'unknown'})")
+
+    def period(self) -> float:
+        try:
+            return self.manager.cluster().spec.heartbeat_period or DEFAULT_HEARTBEAT
+        except NotFound:
+            return DEFAULT_HEARTBEAT
+
+    @rpc
+    def Session(
+        self, request: swarm.SessionRequest, context: grpc.ServicerContext
+    ) -> Iterator[swarm.SessionMessage]:
+        identity = auth.caller(
+            context, roles=(auth.MANAGER, auth.WORKER), exists=self.manager.node_exists
+        )
+        self._refuse_unless_leader(context)
+        period = self.period()
+        session = AgentSession(
+            id=secrets.token_hex(8),
+            node_id=identity.node_id,
+            deadline=time.monotonic() + MISSED_HEARTBEATS * period,
+        )
+        with self._lock:
+            replaced = self._sessions.get(identity.node_id)
+            self._sessions[identity.node_id] = session
+        if replaced is not None:
+            replaced.outbox.put(None)
+        try:
+            node = self._set_state(
+                identity.node_id,
+                objects.READY,
+                description=request.description,
+                addr=request.addr or peer_host(context),
+            )
+            yield self._message(session, node)
+            while context.is_active() and self._leading.is_set():
+                try:
+                    message = session.outbox.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if message is None:
+                    return
+                yield message
+        finally:
+            with self._lock:
+                if self._sessions.get(identity.node_id) is session:
+                    del self._sessions[identity.node_id]
+                    # The stream broke without a clean end: heartbeats decide. Keep the
+                    # deadline by leaving a tombstone session that expires on its own.
+                    self._sessions[identity.node_id] = AgentSession(
+                        id="", node_id=identity.node_id, deadline=session.deadline
+                    )
+
+    @rpc
+    def Heartbeat(
+        self, request: swarm.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> swarm.HeartbeatResponse:
+        identity = auth.caller(
+            context, roles=(auth.MANAGER, auth.WORKER), exists=self.manager.node_exists
+        )
+        self._refuse_unless_leader(context)
+        period = self.period()
+        with self._lock:
+            session = self._sessions.get(identity.node_id)
+            if session is None or not request.session_id or session.id != request.session_id:
+                raise NotFound("session invalid: start a new session")
+            session.deadline = time.monotonic() + MISSED_HEARTBEATS * period
+        return swarm.HeartbeatResponse(period=period)
+
+    @rpc
+    def RenewCertificate(
+        self, request: swarm.CertificateRequest, context: grpc.ServicerContext
+    ) -> swarm.CertificateResponse:
+        identity = auth.caller(
+            context, roles=(auth.MANAGER, auth.WORKER), exists=self.manager.node_exists
+        )
+        node = self.manager.store.view(lambda tx: st.get_node(tx, identity.node_id))
+        assert node is not None  # auth.caller checked it exists
+        role = auth.MANAGER if node.role == objects.MANAGER else auth.WORKER
+        cert = self.manager.issue_certificate(request.csr_pem, node_id=node.meta.id, role=role)
+        return swarm.CertificateResponse(cert_pem=cert, role=node.role)
+
+    # ---- messages ----------------------------------------------------------------
+
+    def _message(self, session: AgentSession, node: objects.Node) -> swarm.SessionMessage:
+        managers = [
+            swarm.Peer(node_id=n.meta.id, addr=n.manager_status.addr)
+            for n in self.manager.store.view(lambda tx: st.find_nodes(tx, by=st.All()))
+            if n.role == objects.MANAGER and n.manager_status.addr
+        ]
+        return swarm.SessionMessage(
+            session_id=session.id,
+            managers=managers,
+            heartbeat_period=self.period(),
+            node=node,
+            root_ca_pem=self.manager.cluster().root_ca.ca_cert_pem,
+        )
+
+    def _node(self, node_id: str) -> objects.Node | None:
+        return self.manager.store.view(lambda tx: st.get_node(tx, node_id))
+
+    def _watch_loop(self) -> None:
+        """Push each node's own changes, and manager list changes to everyone."""
+        watch = self.manager.store.watch(kinds={"node"})
+        try:
+            while not self._stop.is_set():
+                event = watch.get(timeout=0.5)
+                if event is None or not isinstance(event, st.Event):
+                    continue
+                node = event.obj
+                assert isinstance(node, objects.Node)
+                old = event.old
+                assert old is None or isinstance(old, objects.Node)
+                managers_changed = event.action != "update" or (
+                    old is not None
+                    and (
+                        old.role != node.role or old.manager_status.addr != node.manager_status.addr
+                    )
+                )
+                with self._lock:
+                    sessions = dict(self._sessions)
+                targets = sessions.values() if managers_changed else [sessions.get(node.meta.id)]
+                for session in targets:
+                    if session is None or not session.id:
+                        continue
+                    if event.action == "remove" and session.node_id == node.meta.id:
+                        session.outbox.put(None)
+                        continue
+                    own = self._node(session.node_id)
+                    if own is not None:
+                        session.outbox.put(self._message(session, own))
+        finally:
+            watch.close()
+
+    # ---- liveness ------------------------------------------------------------------
+
+    def _expire_loop(self) -> None:
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            with self._lock:
+                expired = [s for s in self._sessions.values() if s.deadline < now]
+                for session in expired:
+                    del self._sessions[session.node_id]
+            for session in expired:
+                session.outbox.put(None)
+                self._mark_down(session.node_id, "heartbeat failure")
+            if now - self._since > MISSED_HEARTBEATS * self.period() + GRACE:
+                self._down_without_session()
+
+    def _down_without_session(self) -> None:
+        nodes = self.manager.store.view(lambda tx: st.find_nodes(tx, by=st.All()))
+        with self._lock:
+            connected = set(self._sessions)
+        for node in nodes:
+            if node.status.state != objects.DOWN and node.meta.id not in connected:
+                self._mark_down(node.meta.id, 'heartbeat failure for node in "unknown" state')
+
+    def _mark_down(self, node_id: str, message: str) -> None:
+        if not self._leading.is_set():
+            return
+        try:
+            self._set_state(node_id, objects.DOWN, message=message)
+            log.info("node %s is down: %s", node_id, message)
+        except (NotFound, Unavailable) as exc:
+            log.debug("node %s not marked down: %s", node_id, exc)
+
+    def _set_state(
+        self,
+        node_id: str,
+        state: objects.NodeState.ValueType,
+        *,
+        message: str = "",
+        description: objects.NodeDescription | None = None,
+        addr: str = "",
+    ) -> objects.Node:
+        def update(tx: st.Tx) -> objects.Node:
+            node = st.get_node(tx, node_id)
+            if node is None:
+                raise NotFound(f"node {node_id} not found")
+            node.status.state = state
+            node.status.message = message
+            if addr:
+                node.status.addr = addr
+            if description is not None and description.hostname:
+                node.description.CopyFrom(description)
+            st.update_node(tx, node)
+            return node
+
+        for _ in range(5):
+            try:
+                return self.manager.store.update(update)
+            except SequenceConflict:
+                continue
+        return self.manager.store.update(update)
+
+
+def peer_host(context: grpc.ServicerContext) -> str:
+    """The caller's IP from grpc's peer string ("ipv4:198.18.0.11:53422")."""
+    peer = context.peer()
+    if peer.startswith("ipv4:"):
+        return peer[5:].rpartition(":")[0]
+    if peer.startswith("ipv6:"):
+        return peer[5:].rpartition(":")[0].strip("[]")
+    return ""
