@@ -166,6 +166,8 @@ ROOT_COMMANDS = {
     "image": Entry("cli.main:image", "Manage images", MANAGEMENT),
     "volume": Entry("cli.main:volume", "Manage volumes", MANAGEMENT),
     "registry": Entry(f"{REGISTRY}:registry", "Run an image registry", MANAGEMENT),
+    "swarm": Entry("cli.commands.swarm:swarm", "Manage swarm", MANAGEMENT),
+    "node": Entry("cli.commands.node:node", "Manage Swarm nodes", MANAGEMENT),
     "ps": Entry(f"{CONTAINERS}:ps", "List containers"),
     **{
         name: CONTAINER_COMMANDS[name]
@@ -184,6 +186,7 @@ ROOT_COMMANDS = {
     "version": Entry(f"{SYSTEM}:version", "Show the pyswarm version information"),
     "info": Entry(f"{SYSTEM}:info", "Display system-wide information"),
     "daemon": Entry("cli.daemon:daemon", "Run the pyswarm daemon on this host"),
+    "lab": Entry("cli.commands.lab:lab", "Run a lab of pyswarm hosts on this machine", MANAGEMENT),
 }
 
 
