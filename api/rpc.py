@@ -4,6 +4,11 @@
 a gRPC status carrying its one-line message (and the exit code a `run` must end with,
 126/127, as trailing metadata `pyswarm-exit-code`), and an `OSError` becomes an
 INTERNAL status instead of a traceback in the client.
+
+It also records the caller's deadline: `time_left(default)` tells code deep in a call
+(a Raft proposal, say) how long it may still wait, so that it fails with its own clear
+error ("the swarm does not have a leader") just before the caller would give up with
+a bare DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
+from contextvars import ContextVar
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -21,6 +28,26 @@ from api.errors import EngineFailure, PyswarmError
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODE_KEY = "pyswarm-exit-code"
+MARGIN = 0.3  # seconds kept back to send the error before the caller's deadline
+
+_deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+
+
+def time_left(default: float) -> float:
+    """Seconds this request may still take: `default`, or less if the caller set a
+    deadline (never below a small floor, so a call can still fail cleanly)."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return default
+    return max(0.05, min(default, deadline - time.monotonic()))
+
+
+def _record_deadline(context: grpc.ServicerContext) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining < 1e6:
+        _deadline.set(time.monotonic() + remaining - MARGIN)
+    else:
+        _deadline.set(None)
 
 
 def abort(context: grpc.ServicerContext, exc: PyswarmError) -> None:
@@ -36,6 +63,7 @@ def rpc(fn: F) -> F:
 
         @functools.wraps(fn)
         def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            _record_deadline(context)
             try:
                 yield from fn(self, request, context)
             except PyswarmError as exc:
@@ -48,6 +76,7 @@ def rpc(fn: F) -> F:
 
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        _record_deadline(context)
         try:
             return fn(self, request, context)
         except PyswarmError as exc:

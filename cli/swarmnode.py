@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from agent.swarm.agent import SwarmAgent, wait_connected
+from agent.swarm.agent import SwarmAgent, leader_hint, wait_connected
 from agent.swarm.join import join as join_swarm
 from agent.swarm.join import split_addr
 from api import objects_pb2 as objects
@@ -233,7 +233,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             return
         endpoints = self._endpoints()
         reply = self._call_managers(
-            agent.managers,
+            [m for m in [agent.leader] if m] + agent.managers,
             lambda stub: stub.JoinRaft(
                 swarm.JoinRaftRequest(raft_addr=endpoints.raft_addr, api_addr=endpoints.api_addr),
                 timeout=30.0,
@@ -248,9 +248,13 @@ class SwarmNode(swarm_grpc.SwarmServicer):
     def _call_managers(
         self, managers: list[str], call: Callable[[swarm_grpc.RaftMembershipStub], T]
     ) -> T:
+        """`call` on the leader: each manager in turn, following a refusal's leader hint."""
         key, cert, ca = self.credentials.triple()
         last: PyswarmError = Unavailable("no manager to call")
-        for addr in managers:
+        queue, tried = list(managers), set[str]()
+        while queue and len(tried) < 8:
+            addr = queue.pop(0)
+            tried.add(addr)
             with grpc.secure_channel(
                 addr,
                 pki.channel_credentials(ca, cert_pem=cert, key_pem=key),
@@ -260,6 +264,9 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                     return call(swarm_grpc.RaftMembershipStub(channel))
                 except grpc.RpcError as exc:
                     last = remote_error(exc)
+                    hint = leader_hint(exc)
+                    if hint and hint not in tried:
+                        queue.insert(0, hint)
         raise last
 
     # ---- Swarm API -------------------------------------------------------------------
@@ -451,7 +458,10 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                         if manager.is_leader:
                             assert manager.raft is not None
                             manager.raft.transfer_leadership(timeout=10.0)
-                        manager.forward(lambda stub: stub.LeaveRaft(swarm.Empty(), timeout=30.0))
+                        self._call_managers(
+                            self.state.get("managers", []),
+                            lambda stub: stub.LeaveRaft(swarm.Empty(), timeout=30.0),
+                        )
                     except (PyswarmError, RaftError) as exc:
                         log.warning("leaving Raft failed, leaving anyway: %s", exc)
             self._forget()

@@ -81,6 +81,7 @@ START_TIMEOUT = 30.0  # every daemon answering on its socket
 READY_TIMEOUT = 60.0  # every node Ready in `node ls`
 STOP_TIMEOUT = 15.0  # SIGTERM to exit, before SIGKILL
 CLI_TIMEOUT = 60.0
+METRICS_ADDR = "127.0.0.1:9323"  # `lab exec m1 -- curl -s 127.0.0.1:9323/metrics`
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _HOST = re.compile(r"[mw]\d+")
@@ -336,7 +337,7 @@ def _daemon_argv(host: Host) -> list[str]:
     return [
         "nsenter", f"--net={host.netns_path}", _pyswarm(), "daemon",
         "--data-root", host.data_root, "--host", host.host,
-        "--metrics-addr", "",
+        "--metrics-addr", METRICS_ADDR,  # each host its own netns: one port for all
         "--cgroup-parent", host.cgroup_parent,
         # Never reach for a public registry (DESIGN.md, network safety).
         "--default-registry", "",
@@ -373,6 +374,30 @@ def _spawn(host: Host) -> None:
         )
     _children[proc.pid] = proc
     host.pid = proc.pid  # nsenter execs the daemon: the same pid
+
+
+def kill(lab: Lab, node: str, *, sig: int = signal.SIGKILL) -> int:
+    """Send `sig` to a host's daemon (SIGKILL: a crash) and wait until it is gone."""
+    host = lab.host(node)
+    pid = _running_daemon(host)
+    if pid is None:
+        raise LabError(f"the daemon of {node} is not running")
+    os.kill(pid, sig)
+    wait_for(lambda: not _alive(pid), timeout=STOP_TIMEOUT, what=f"the daemon of {node} to exit")
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        proc.wait()
+    return pid
+
+
+def restart(lab: Lab, node: str) -> None:
+    """Start a host's daemon again (after `kill`) and wait until it answers."""
+    host = lab.host(node)
+    if _running_daemon(host) is not None:
+        raise LabError(f"the daemon of {node} is already running")
+    _spawn(host)
+    lab.save()
+    wait_for(lambda: _answers(host), timeout=START_TIMEOUT, what=f"the daemon of {node}")
 
 
 def _answers(host: Host) -> bool:

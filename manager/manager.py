@@ -36,8 +36,10 @@ from api import objects_pb2 as objects
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.errors import NotFound, PyswarmError, Unavailable
+from api.rpc import time_left
 from manager import store as st
 from manager.ca import RootCA
+from manager.metrics import PROPOSAL_SECONDS
 from manager.peers import CredentialSource, PeerChannels
 from manager.raft import NoLeader, NotLeader, ProposalTimeout, RaftError, RaftNode, RaftStatus
 
@@ -280,9 +282,16 @@ class Manager:
     # ---- writes and reads --------------------------------------------------------
 
     def _propose(self, data: bytes) -> bytes:
+        started = time.perf_counter()
+        try:
+            return self._propose_timed(data)
+        finally:
+            PROPOSAL_SECONDS.observe(time.perf_counter() - started)
+
+    def _propose_timed(self, data: bytes) -> bytes:
         assert self.raft is not None, "the store is written only once Raft runs"
         try:
-            return self.raft.propose(data, timeout=PROPOSE_TIMEOUT)
+            return self.raft.propose(data, timeout=time_left(PROPOSE_TIMEOUT))
         except NotLeader as exc:
             if exc.leader is None:
                 raise Unavailable(NO_LEADER) from None
@@ -291,11 +300,13 @@ class Manager:
         except RaftError as exc:
             raise Unavailable(str(exc)) from None
         reply = self.forward(
-            lambda stub: stub.Propose(swarm.ProposeRequest(batch=data), timeout=PROPOSE_TIMEOUT)
+            lambda stub: stub.Propose(
+                swarm.ProposeRequest(batch=data), timeout=time_left(PROPOSE_TIMEOUT)
+            )
         )
         result = objects.ApplyResult.FromString(reply.result)
         if not result.error_kind:
-            self.wait_applied(result.version, timeout=PROPOSE_TIMEOUT)
+            self.wait_applied(result.version, timeout=time_left(PROPOSE_TIMEOUT))
         return reply.result
 
     def forward(self, call: Callable[[swarm_grpc.RaftMembershipStub], _R]) -> _R:
@@ -317,12 +328,14 @@ class Manager:
         assert self.raft is not None
         if self.raft.status().is_leader:
             try:
-                self.raft.barrier(timeout=PROPOSE_TIMEOUT)
+                self.raft.barrier(timeout=time_left(PROPOSE_TIMEOUT))
             except RaftError:
                 raise Unavailable(NO_LEADER) from None
             return
-        reply = self.forward(lambda stub: stub.Barrier(swarm.Empty(), timeout=PROPOSE_TIMEOUT))
-        self.wait_applied(reply.version, timeout=PROPOSE_TIMEOUT)
+        reply = self.forward(
+            lambda stub: stub.Barrier(swarm.Empty(), timeout=time_left(PROPOSE_TIMEOUT))
+        )
+        self.wait_applied(reply.version, timeout=time_left(PROPOSE_TIMEOUT))
 
     def cluster(self) -> objects.Cluster:
         clusters = self.store.view(lambda tx: st.find_clusters(tx, by=st.All()))

@@ -8,7 +8,9 @@
   token, or promoted) asks to become a Raft member; the leader adds it and answers
   with the members and the cluster password, which never travels but over mTLS.
 - LeaveRaft: the caller is taken out of the Raft group (`swarm leave --force`).
-Calls reaching a follower are forwarded to the leader.
+Calls reaching a follower are refused with the leader's address (`pyswarm-leader`
+trailing metadata): they act on the caller's own node, and a forwarded call would
+reach the leader as the forwarding manager's.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from api import objects_pb2 as objects
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.errors import PermissionDenied, PyswarmError, Unavailable
-from api.rpc import rpc
+from api.rpc import rpc, time_left
 from manager import auth
 from manager import store as st
+from manager.dispatcher import LEADER_KEY
 from manager.raft import RaftError
 
 if TYPE_CHECKING:
@@ -42,6 +45,17 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
     def _caller(self, context: grpc.ServicerContext) -> str:
         return auth.caller(context, roles=(auth.MANAGER,), exists=self.manager.node_exists).node_id
 
+    def _refuse_unless_leader(self, context: grpc.ServicerContext) -> None:
+        """Membership calls act on the caller's own node, so they are never forwarded
+        (the leader would see the forwarding manager as the caller): the caller is told
+        where the leader is and calls again there."""
+        if self.manager.is_leader:
+            return
+        leader = self.manager.leader_api_addr()
+        if leader:
+            context.set_trailing_metadata(((LEADER_KEY, leader),))
+        raise Unavailable(f"this manager is not the leader (the leader is {leader or 'unknown'})")
+
     @rpc
     def Propose(
         self, request: swarm.ProposeRequest, context: grpc.ServicerContext
@@ -52,7 +66,7 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
         raft = self.manager.raft
         assert raft is not None
         try:
-            result = raft.propose(request.batch, timeout=5.0)
+            result = raft.propose(request.batch, timeout=time_left(5.0))
         except RaftError as exc:
             raise Unavailable(str(exc)) from None
         return swarm.ProposeResponse(result=result)
@@ -70,8 +84,7 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
         self, request: swarm.JoinRaftRequest, context: grpc.ServicerContext
     ) -> swarm.JoinRaftResponse:
         node_id = self._caller(context)
-        if not self.manager.is_leader:
-            return self.manager.forward(lambda stub: stub.JoinRaft(request, timeout=30.0))
+        self._refuse_unless_leader(context)
         raft = self.manager.raft
         assert raft is not None
         node = self.manager.store.view(lambda tx: st.get_node(tx, node_id))
@@ -119,8 +132,7 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
     @rpc
     def LeaveRaft(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.Empty:
         node_id = self._caller(context)
-        if not self.manager.is_leader:
-            return self.manager.forward(lambda stub: stub.LeaveRaft(request, timeout=30.0))
+        self._refuse_unless_leader(context)
         node = self.manager.store.view(lambda tx: st.get_node(tx, node_id))
         if node is not None and node.manager_status.raft_addr == self.manager.endpoints.raft_addr:
             raise Unavailable("the leader cannot remove itself: transfer leadership first")

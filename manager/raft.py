@@ -46,12 +46,14 @@ Usage::
 
 from __future__ import annotations
 
+import _socket
 import base64
 import contextlib
 import json
 import logging
 import os
 import queue
+import socket
 import struct
 import threading
 import time
@@ -68,6 +70,10 @@ from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _COMMAND_TYPE
 from pysyncobj.transport import TCPTransport
+
+# pysyncobj.win_inet_pton replaces socket.inet_ntop with a Windows-only stub on every
+# OS; pyroute2 (imported by name after this) would then fail to decode addresses.
+socket.inet_ntop = _socket.inet_ntop
 
 log = logging.getLogger(__name__)
 

@@ -83,6 +83,11 @@ class SwarmAgent:
         if self._channel is not None:
             self._channel[2].close()
 
+    @property
+    def leader(self) -> str | None:
+        """The manager this agent last had a session with: the leader, as far as known."""
+        return self._leader_hint
+
     def renew_now(self) -> None:
         self._renew.set()
 

@@ -40,7 +40,12 @@ def join(
     parsed = pki.parse_token(token)
     host, port = split_addr(remote)
     join_port = port + 2
-    root = pki.fetch_root_ca(host, join_port, timeout=5.0)
+    try:
+        root = pki.fetch_root_ca(host, join_port, timeout=5.0)
+    except Unavailable:
+        raise Unavailable(
+            f"no pyswarm manager answers at {host}:{port} (join port {join_port})"
+        ) from None
     if pki.ca_digest(root) != parsed.digest:
         raise InvalidArgument(
             "remote CA does not match fingerprint in the join token "
