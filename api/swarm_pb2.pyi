@@ -225,6 +225,8 @@ class SwarmInfo(_message.Message):
     NODES_FIELD_NUMBER: _builtins.int
     MANAGERS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    STORE_VERSION_FIELD_NUMBER: _builtins.int
+    STORE_DIGEST_FIELD_NUMBER: _builtins.int
     local_node_state: _builtins.str
     """inactive | pending | active | locked | error"""
     node_id: _builtins.str
@@ -235,6 +237,10 @@ class SwarmInfo(_message.Message):
     nodes: _builtins.int
     managers: _builtins.int
     error: _builtins.str
+    store_version: _builtins.int
+    """managers: the replicated store's version"""
+    store_digest: _builtins.str
+    """managers: sha256 of the store's snapshot"""
     @_builtins.property
     def remote_managers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -249,10 +255,12 @@ class SwarmInfo(_message.Message):
         nodes: _builtins.int = ...,
         managers: _builtins.int = ...,
         error: _builtins.str = ...,
+        store_version: _builtins.int = ...,
+        store_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "control_available", b"control_available", "error", b"error", "local_node_state", b"local_node_state", "managers", b"managers", "node_addr", b"node_addr", "node_id", b"node_id", "nodes", b"nodes", "remote_managers", b"remote_managers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "control_available", b"control_available", "error", b"error", "local_node_state", b"local_node_state", "managers", b"managers", "node_addr", b"node_addr", "node_id", b"node_id", "nodes", b"nodes", "remote_managers", b"remote_managers", "store_digest", b"store_digest", "store_version", b"store_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -632,8 +640,12 @@ class JoinRaftResponse(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     LEADER_FIELD_NUMBER: _builtins.int
+    DATA_KEY_FIELD_NUMBER: _builtins.int
     password: _builtins.str
+    """pysyncobj's cluster password"""
     leader: _builtins.str
+    data_key: _builtins.bytes
+    """the key the Raft data is encrypted with at rest"""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -642,10 +654,11 @@ class JoinRaftResponse(_message.Message):
         members: _abc.Iterable[_builtins.str] | None = ...,
         password: _builtins.str = ...,
         leader: _builtins.str = ...,
+        data_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "members", b"members", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_key", b"data_key", "leader", b"leader", "members", b"members", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,6 +16,7 @@ its manager, deletes the Raft data and renews its certificate as a worker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -46,7 +47,8 @@ from manager import store as st
 from manager.ca import RootCA
 from manager.control import ControlServicer
 from manager.ids import new_id
-from manager.manager import Endpoints, Manager, load_password, remote_error
+from manager.keys import KeyStore, Locked
+from manager.manager import Endpoints, Manager, remote_error
 from manager.raft import RaftError
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         self.manager: Manager | None = None
         self.agent: SwarmAgent | None = None
         self.state: dict[str, Any] = {}
+        self.locked = False  # a manager under autolock, restarted, not yet unlocked
         self._lock = threading.RLock()
         self._role_lock = threading.Lock()
         if (self.dir / "state.json").exists() and self.credentials.exists():
@@ -145,11 +148,13 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         if not self.state:
             return
         with self._lock:
-            if self.credentials.role == "manager" and (self.dir / "manager").exists():
-                self._start_manager(
-                    peers=self.state.get("raft_peers", []),
-                    password=load_password(self.dir / "manager"),
-                )
+            manager_dir = self.dir / "manager"
+            if self.credentials.role == "manager" and KeyStore.exists(manager_dir):
+                if KeyStore.is_locked(manager_dir):
+                    self.locked = True
+                    log.warning("this manager is locked: run `pyswarm swarm unlock`")
+                    return
+                self._start_manager(KeyStore.load(manager_dir))
             self._start_agent()
         log.info("resumed swarm membership as node %s", self.state["node_id"])
 
@@ -162,16 +167,15 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                 self.manager.close()
                 self.manager = None
 
-    def _start_manager(
-        self, *, peers: list[str], password: str, force: bool = False, join: bool = False
-    ) -> Manager:
+    def _start_manager(self, keys: KeyStore, *, force: bool = False, join: bool = False) -> Manager:
         manager = Manager(
             self.state["node_id"],
             state_dir=self.dir / "manager",
             endpoints=self._endpoints(),
             credentials=self.credentials,
+            keys=keys,
         )
-        manager.start(peers=peers, password=password, force_new_cluster=force, join=join)
+        manager.start(peers=self.state.get("raft_peers", []), force_new_cluster=force, join=join)
         self.manager = manager
         return manager
 
@@ -242,7 +246,10 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         with self._lock:
             self.state["raft_peers"] = list(reply.members)
             self._save()
-            self._start_manager(peers=list(reply.members), password=reply.password, join=True)
+            keys = KeyStore.create(
+                self.dir / "manager", password=reply.password, data_key=reply.data_key
+            )
+            self._start_manager(keys, join=True)
         log.info("this node is now a manager")
 
     def _call_managers(
@@ -306,7 +313,12 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             }
             try:
                 self.credentials.save(key_pem=pki.key_pem(key), cert_pem=cert, ca_pem=ca.cert_pem)
-                manager = self._start_manager(peers=[], password=secrets.token_hex(32))
+                keys = KeyStore.create(
+                    self.dir / "manager",
+                    password=secrets.token_hex(32),
+                    data_key=KeyStore.new_data_key(),
+                )
+                manager = self._start_manager(keys)
                 manager.wait_leader(timeout=READY_TIMEOUT)
                 manager.store.update(lambda tx: self._create_cluster(tx, request, ca, node_id))
                 self._save()
@@ -373,9 +385,8 @@ class SwarmNode(swarm_grpc.SwarmServicer):
     def _force_new_cluster(self) -> swarm.InitResponse:
         """Keep all state and make this manager the only member of a new Raft group."""
         self.close()
-        manager = self._start_manager(
-            peers=[], password=load_password(self.dir / "manager"), force=True
-        )
+        self.state["raft_peers"] = []
+        manager = self._start_manager(KeyStore.load(self.dir / "manager"), force=True)
         manager.wait_leader(timeout=READY_TIMEOUT)
         endpoints = self._endpoints()
 
@@ -448,6 +459,8 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         with self._lock:
             if not self.state:
                 raise Conflict("This node is not part of a swarm")
+            if self.locked and not request.force:
+                raise Locked()
             manager = self.manager
             if manager is not None:
                 members = manager.raft_status().members
@@ -469,7 +482,15 @@ class SwarmNode(swarm_grpc.SwarmServicer):
 
     @rpc
     def Unlock(self, request: swarm.UnlockRequest, context: grpc.ServicerContext) -> swarm.Empty:
-        raise Conflict("Error: swarm is not locked")
+        with self._lock:
+            if not self.locked:
+                raise Conflict("Error: swarm is not locked")
+            keys = KeyStore.unlock(self.dir / "manager", request.key)
+            self._start_manager(keys)
+            self._start_agent()
+            self.locked = False
+        log.info("swarm unlocked")
+        return swarm.Empty()
 
     @rpc
     def Info(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.SwarmInfo:
@@ -477,7 +498,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             if not self.state:
                 return swarm.SwarmInfo(local_node_state="inactive")
             info = swarm.SwarmInfo(
-                local_node_state="active",
+                local_node_state="locked" if self.locked else "active",
                 node_id=self.state["node_id"],
                 node_addr=self.state["advertise_host"],
                 control_available=self.manager is not None,
@@ -490,6 +511,9 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                 info.nodes = len(nodes)
                 info.managers = sum(1 for n in nodes if n.role == objects.MANAGER)
                 info.cluster_id = manager.cluster().meta.id
+                snapshot = manager.store.snapshot()
+                info.store_version = manager.store.version
+                info.store_digest = hashlib.sha256(snapshot).hexdigest()
             except PyswarmError as exc:
                 info.error = exc.message
         return info
@@ -499,6 +523,8 @@ class SwarmNode(swarm_grpc.SwarmServicer):
     def local_control(self) -> ControlServicer:
         if self.manager is not None:
             return self.manager.local_control
+        if self.locked:
+            raise Locked()
         raise Conflict(WORKER_ONLY if self.state else NOT_IN_SWARM)
 
 

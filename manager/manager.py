@@ -39,9 +39,18 @@ from api.errors import NotFound, PyswarmError, Unavailable
 from api.rpc import time_left
 from manager import store as st
 from manager.ca import RootCA
+from manager.keys import EncryptedMachine, KeyStore
 from manager.metrics import PROPOSAL_SECONDS
 from manager.peers import CredentialSource, PeerChannels
-from manager.raft import NoLeader, NotLeader, ProposalTimeout, RaftError, RaftNode, RaftStatus
+from manager.raft import (
+    NoLeader,
+    NotLeader,
+    ProposalTimeout,
+    RaftError,
+    RaftNode,
+    RaftStatus,
+    Timing,
+)
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -51,7 +60,7 @@ NO_LEADER = (
     "Make sure more than half of the managers are online."
 )
 PROPOSE_TIMEOUT = 5.0
-PASSWORD_FILE = "raft-password"
+DEFAULT_SNAPSHOT_INTERVAL = 10_000  # docker's --snapshot-interval default
 
 
 @dataclass(frozen=True)
@@ -76,21 +85,17 @@ class Endpoints:
         return self.api_port + 2
 
 
+def snapshot_interval() -> int:
+    """Raft log entries between snapshots; PYSWARM_RAFT_SNAPSHOT_INTERVAL tunes it (tests
+    set it low to make a lagging follower catch up from a snapshot)."""
+    value = os.environ.get("PYSWARM_RAFT_SNAPSHOT_INTERVAL", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_SNAPSHOT_INTERVAL
+
+
 def join_addr(api_addr: str) -> tuple[str, int]:
     """The join endpoint (host, port) of the manager whose cluster API is `api_addr`."""
     host, _, port = api_addr.rpartition(":")
     return host, int(port) + 2
-
-
-def load_password(state_dir: Path) -> str:
-    return (state_dir / PASSWORD_FILE).read_text().strip()
-
-
-def save_password(state_dir: Path, password: str) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(state_dir / PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
 
 
 class Manager:
@@ -101,6 +106,7 @@ class Manager:
         state_dir: Path,
         endpoints: Endpoints,
         credentials: CredentialSource,
+        keys: KeyStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         from manager.control import ControlServicer
@@ -113,6 +119,7 @@ class Manager:
         self.state_dir = state_dir
         self.endpoints = endpoints
         self.credentials = credentials
+        self.keys = keys
         self.clock = clock
         self.store = st.MemoryStore(propose=self._propose, clock=clock)
         self.peers = PeerChannels(credentials)
@@ -127,6 +134,7 @@ class Manager:
         self._leader_lock = threading.Lock()
         self._is_leader = False
         self._closed = False
+        self._stopping = threading.Event()
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -134,25 +142,28 @@ class Manager:
         self,
         *,
         peers: list[str],
-        password: str,
         force_new_cluster: bool = False,
         join: bool = False,
     ) -> None:
         """Start Raft and serve. `join`: a new member, passive until the leader adds it."""
-        save_password(self.state_dir, password)
         raft_dir = self.state_dir / "raft"
         if force_new_cluster:
             RaftNode.reset_membership(raft_dir, self_addr=self.endpoints.raft_addr)
         self.raft = RaftNode(
             self_addr=self.endpoints.raft_addr,
             peers=[p for p in peers if p != self.endpoints.raft_addr],
-            password=password,
+            password=self.keys.password,
             data_dir=raft_dir,
-            machine=self.store,
+            machine=EncryptedMachine(self.store, self.keys.fernet),
             on_leader_change=self._on_leader_change,
+            timing=Timing(compaction_min_entries=snapshot_interval()),
             join=join,
         )
         self.raft.start()
+        self._autolock = threading.Thread(
+            target=self._follow_autolock, name="autolock", daemon=True
+        )
+        self._autolock.start()
         try:
             self._serve()
         except BaseException:
@@ -210,12 +221,33 @@ class Manager:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         self._set_leader(False)
         for server in self._servers:
             server.stop(grace=0.5).wait()
         if self.raft is not None:
             self.raft.close()
         self.peers.close()
+
+    def _follow_autolock(self) -> None:
+        """Keep keys.json wrapped as the cluster asks: with a KEK derived from the
+        unlock key under autolock, else with a KEK kept beside it."""
+        applied: bytes | None = None
+        watch = self.store.watch(kinds={"cluster"})
+        try:
+            while not self._stopping.is_set():
+                try:
+                    cluster = self.cluster()
+                except NotFound:
+                    cluster = None
+                if cluster is not None:
+                    wanted = cluster.unlock_key if cluster.spec.autolock else b""
+                    if wanted != applied:
+                        self.keys.wrap(unlock_key=wanted.decode())
+                        applied = wanted
+                watch.get(timeout=0.5)
+        finally:
+            watch.close()
 
     # ---- leadership ------------------------------------------------------------
 
@@ -290,6 +322,7 @@ class Manager:
 
     def _propose_timed(self, data: bytes) -> bytes:
         assert self.raft is not None, "the store is written only once Raft runs"
+        data = self.keys.fernet.encrypt(data)  # what Raft logs and ships is ciphertext
         try:
             return self.raft.propose(data, timeout=time_left(PROPOSE_TIMEOUT))
         except NotLeader as exc:

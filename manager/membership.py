@@ -97,12 +97,11 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
             target=self._add, args=(node_id, request), name="raft-add", daemon=True
         ).start()
         status = raft.status()
-        from manager.manager import load_password
-
         return swarm.JoinRaftResponse(
             members=sorted({*status.members, request.raft_addr}),
-            password=load_password(self.manager.state_dir),
+            password=self.manager.keys.password,
             leader=status.leader or "",
+            data_key=self.manager.keys.data_key,
         )
 
     def _add(self, node_id: str, request: swarm.JoinRaftRequest) -> None:

@@ -281,6 +281,38 @@ def test_all_managers_restart_with_their_state(cluster: Cluster) -> None:
     assert cluster.labels("m3", "w2")["survives"] == "restart"
 
 
+def test_raft_data_is_encrypted_at_rest(cluster: Cluster) -> None:
+    sentinel = "plaintext-" + secrets.token_hex(6)
+    cluster.set_label("m1", "w2", "at-rest", sentinel, timeout=10)
+    wait_for(lambda: cluster.labels("m3", "w2").get("at-rest") == sentinel, timeout=10, what="m3")
+    for name in MANAGERS:
+        for path in (cluster.lab_data(name) / "swarm").rglob("*"):
+            if path.is_file():
+                assert sentinel.encode() not in path.read_bytes(), path
+
+
+def test_autolock_keeps_a_restarted_manager_locked_until_unlocked(cluster: Cluster) -> None:
+    out = cluster.cli("m1", "swarm", "update", "--autolock=true")
+    key = next(word for word in out.split() if word.startswith("SWMKEY-1-"))
+    assert cluster.cli("m2", "swarm", "unlock-key", "-q").strip() == key
+    keys = cluster.lab_data("m3") / "swarm" / "manager" / "keys.json"
+    wait_for(lambda: json.loads(keys.read_text())["kek"] is None, timeout=10, what="re-wrap")
+    labs.kill(cluster.lab, "m3", sig=15)
+    labs.restart(cluster.lab, "m3")
+    assert cluster.swarm("m3").Info(swarm.Empty()).local_node_state == "locked"
+    with pytest.raises(labs.LabError, match="Swarm is encrypted and needs to be unlocked"):
+        cluster.cli("m3", "node", "ls")
+    host = cluster.lab.host("m3")
+    argv, env = labs.command_for(host, [labs._pyswarm(), "swarm", "unlock"])
+    wrong = subprocess.run(argv, env=env, input="SWMKEY-1-WRONG\n", capture_output=True, text=True)
+    assert wrong.returncode == 1 and "invalid key" in wrong.stderr
+    right = subprocess.run(argv, env=env, input=key + "\n", capture_output=True, text=True)
+    assert right.returncode == 0, right.stderr
+    cluster.healthy()
+    cluster.cli("m1", "swarm", "update", "--autolock=false")
+    wait_for(lambda: json.loads(keys.read_text())["kek"] is not None, timeout=10, what="unwrap")
+
+
 def test_acknowledged_writes_survive_a_leader_kill(cluster: Cluster) -> None:
     """History check: concurrent writers record invoke/ok/fail; every ok is everywhere."""
     leader = cluster.leader()
