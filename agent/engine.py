@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ class EngineOptions:
     # unqualified names resolve to default_registry ("" = no remote pulls for them).
     insecure_registries: tuple[str, ...] = ()
     default_registry: str = "docker.io"
+    # CA certificates (PEM) trusted for one registry (HOST:PORT), set at run time: the
+    # swarm's managers serve a registry whose certificates the cluster CA signs.
+    registry_cas: dict[str, bytes] = field(default_factory=dict)
 
 
 class Engine:

@@ -50,6 +50,7 @@ from manager.ids import new_id
 from manager.keys import KeyStore, Locked
 from manager.manager import Endpoints, Manager, remote_error
 from manager.raft import RaftError
+from manager.registry.cluster import PORT as REGISTRY_PORT
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -115,9 +116,14 @@ def default_advertise_host() -> str:
 
 
 class SwarmNode(swarm_grpc.SwarmServicer):
-    def __init__(self, data_root: Path, *, hostname: str) -> None:
+    def __init__(
+        self, data_root: Path, *, hostname: str, registry_cas: dict[str, bytes] | None = None
+    ) -> None:
         self.dir = data_root / "swarm"
         self.hostname = hostname
+        # The engine's per-registry CAs: the managers' registries are trusted with the
+        # cluster CA for as long as this node is in the swarm.
+        self.registry_cas = registry_cas if registry_cas is not None else {}
         self.credentials = NodeCredentials(self.dir / "certificates")
         self.manager: Manager | None = None
         self.agent: SwarmAgent | None = None
@@ -180,6 +186,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         return manager
 
     def _start_agent(self) -> None:
+        self._trust_registries()
         agent = SwarmAgent(
             self.credentials,
             managers=self.state.get("managers", []),
@@ -196,6 +203,15 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             if self.state:
                 self.state["managers"] = managers
                 self._save()
+                self._trust_registries()
+
+    def _trust_registries(self) -> None:
+        self.registry_cas.clear()
+        if not self.state or not self.credentials.exists():
+            return
+        for addr in self.state.get("managers", []):
+            host = addr.rpartition(":")[0]
+            self.registry_cas[f"{host}:{REGISTRY_PORT}"] = self.credentials.ca_pem
 
     # ---- role changes ----------------------------------------------------------------
 
@@ -302,6 +318,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                 role="manager",
                 expiry=timedelta(seconds=expiry),
                 now=now,
+                sans_ips=[advertise_host],
             )
             self.state = {
                 "node_id": node_id,
@@ -451,6 +468,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         or leave)."""
         self.close()
         self.state = {}
+        self.registry_cas.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.credentials = NodeCredentials(self.dir / "certificates")
 

@@ -178,7 +178,9 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         node = self.manager.store.view(lambda tx: st.get_node(tx, identity.node_id))
         assert node is not None  # auth.caller checked it exists
         role = auth.MANAGER if node.role == objects.MANAGER else auth.WORKER
-        cert = self.manager.issue_certificate(request.csr_pem, node_id=node.meta.id, role=role)
+        cert = self.manager.issue_certificate(
+            request.csr_pem, node_id=node.meta.id, role=role, addr=node.status.addr
+        )
         return swarm.CertificateResponse(cert_pem=cert, role=node.role)
 
     # ---- messages ----------------------------------------------------------------

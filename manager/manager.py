@@ -51,6 +51,7 @@ from manager.raft import (
     RaftStatus,
     Timing,
 )
+from manager.registry.cluster import ClusterRegistry
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -131,6 +132,9 @@ class Manager:
         self._membership = MembershipServicer(self)
         self._nodeca = NodeCAServicer(self)
         self._servers: list[grpc.Server] = []
+        self.registry = ClusterRegistry(
+            state_dir.parent / "registry", host=endpoints.listen_host, credentials=credentials
+        )
         self._leader_lock = threading.Lock()
         self._is_leader = False
         self._closed = False
@@ -166,6 +170,7 @@ class Manager:
         self._autolock.start()
         try:
             self._serve()
+            self.registry.start()
         except BaseException:
             self.close()
             raise
@@ -225,6 +230,7 @@ class Manager:
         self._set_leader(False)
         for server in self._servers:
             server.stop(grace=0.5).wait()
+        self.registry.close()
         if self.raft is not None:
             self.raft.close()
         self.peers.close()
@@ -387,7 +393,11 @@ class Manager:
         assert self.raft is not None
         return self.raft.status()
 
-    def issue_certificate(self, csr_pem: bytes, *, node_id: str, role: str) -> bytes:
+    def issue_certificate(
+        self, csr_pem: bytes, *, node_id: str, role: str, addr: str = ""
+    ) -> bytes:
+        """A node certificate; a manager's also names its address (`addr`), which the
+        cluster registry's clients verify."""
         cluster = self.cluster()
         ca = RootCA.load(cluster.root_ca.ca_cert_pem, cluster.root_ca.ca_key_pem)
         return ca.issue(
@@ -396,6 +406,7 @@ class Manager:
             role=role,
             expiry=timedelta(seconds=cluster.spec.node_cert_expiry or 90 * 86400),
             now=datetime.fromtimestamp(self.clock(), UTC),
+            sans_ips=[addr] if addr and role == "manager" else [],
         )
 
 

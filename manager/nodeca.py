@@ -49,7 +49,9 @@ class NodeCAServicer(swarm_grpc.NodeCAServicer):
             raise InvalidArgument("invalid availability")
         node_id = new_id()
         role_name = "manager" if role == objects.MANAGER else "worker"
-        cert = self.manager.issue_certificate(request.csr_pem, node_id=node_id, role=role_name)
+        cert = self.manager.issue_certificate(
+            request.csr_pem, node_id=node_id, role=role_name, addr=request.advertise_addr
+        )
         node = objects.Node(
             meta=objects.Meta(id=node_id),
             spec=objects.NodeSpec(desired_role=role, availability=request.availability),

@@ -87,9 +87,14 @@ def is_loopback(registry: str) -> bool:
         return False
 
 
-def tls_context(registry: str, *, certs_dir: Path = CERTS_DIR) -> ssl.SSLContext:
-    """System CAs plus the registry's own CA certificates from certs.d, if any."""
+def tls_context(
+    registry: str, *, certs_dir: Path = CERTS_DIR, ca_pem: bytes | None = None
+) -> ssl.SSLContext:
+    """System CAs plus the registry's own CA certificates from certs.d, if any, and
+    `ca_pem` (the swarm's CA for its managers' registries)."""
     context = ssl.create_default_context()
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem.decode())
     directory = certs_dir / registry
     if directory.is_dir():
         for ca in sorted(directory.glob("*.crt")):
@@ -116,13 +121,16 @@ class RegistryClient:
         push: bool = False,
         transport: httpx.BaseTransport | None = None,
         certs_dir: Path = CERTS_DIR,
+        ca_pem: bytes | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.repository = repository
         scope = scope_for(repository, push=push) if repository else ""
         self.authorizer = Authorizer(credentials, scope=scope)
         verify: ssl.SSLContext | bool = (
-            tls_context(endpoint.registry, certs_dir=certs_dir) if endpoint.verify else False
+            tls_context(endpoint.registry, certs_dir=certs_dir, ca_pem=ca_pem)
+            if endpoint.verify
+            else False
         )
         self._http = httpx.Client(
             verify=verify,

@@ -94,7 +94,13 @@ def network_errors(registry: str) -> Iterator[None]:
 def open_client(engine: Engine, target: Target, auth: Any, *, push: bool) -> RegistryClient:
     endpoint = Endpoint.of(target.registry, insecure=engine.options.insecure_registries)
     credentials = credentials_of(auth, registry=target.registry)
-    return RegistryClient(endpoint, target.repository, credentials=credentials, push=push)
+    return RegistryClient(
+        endpoint,
+        target.repository,
+        credentials=credentials,
+        push=push,
+        ca_pem=engine.options.registry_cas.get(target.registry),
+    )
 
 
 # ---- progress from worker threads ---------------------------------------------------
