@@ -7,10 +7,10 @@ availability changes reach the node), the list of managers and the heartbeat per
 
 Liveness: a heartbeat extends the session's deadline to 3 periods from now; a session
 past its deadline ends and its node is marked DOWN. After a leader change the new
-leader has no sessions yet: nodes the store shows as up get a grace window (3 periods
-+ GRACE) to reconnect before they are marked DOWN, so a failover never takes nodes
-down or reschedules anything. Heartbeats themselves are never written to the store:
-only transitions (READY, DOWN) are.
+leader has no sessions yet: nodes the store shows as up become UNKNOWN and get a grace
+window (3 periods + GRACE) to reconnect (READY again) before they are marked DOWN, so a
+failover never takes nodes down or reschedules anything. Heartbeats themselves are
+never written to the store: only transitions (READY, UNKNOWN, DOWN) are.
 """
 
 from __future__ import annotations
@@ -74,6 +74,30 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         ]
         for thread in self._threads:
             thread.start()
+        self._mark_unknown()
+
+    def _mark_unknown(self) -> None:
+        """A new leader does not know who is alive yet: nodes without a session show as
+        UNKNOWN (not DOWN) until they reconnect or their grace window ends."""
+
+        def update(tx: st.Tx) -> None:
+            with self._lock:
+                connected = set(self._sessions)
+            for node in st.find_nodes(tx, by=st.All()):
+                if node.status.state == objects.READY and node.meta.id not in connected:
+                    node.status.state = objects.UNKNOWN
+                    node.status.message = "leader changed: waiting for the node's session"
+                    st.update_node(tx, node)
+
+        for _ in range(5):  # a session marking its node READY meanwhile makes it stale
+            try:
+                self.manager.store.update(update)
+                return
+            except SequenceConflict:
+                continue
+            except (NotFound, Unavailable) as exc:
+                log.debug("nodes not marked unknown: %s", exc)
+                return
 
     def stop_leading(self) -> None:
         self._leading.clear()

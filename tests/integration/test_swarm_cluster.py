@@ -228,7 +228,8 @@ def test_leader_sigkill_elects_a_leader_and_writes_succeed_within_2s(cluster: Cl
     labs.restart(cluster.lab, leader)
     assert elapsed < 2.0, f"first acknowledged write {elapsed:.2f}s after the kill"
     listed = cluster.nodes(survivor)
-    assert {d["Status"] for d in listed.values()} == {"Ready"}, listed  # nothing went DOWN
+    # Nodes reconnecting to the new leader may show Unknown for a moment, never Down.
+    assert {d["Status"] for d in listed.values()} <= {"Ready", "Unknown"}, listed
     cluster.healthy()
     assert cluster.labels(leader, "w1")["after-failover"] == "yes"
 
