@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: one host's engine, start to finish. Starts a daemon (in a network
-# namespace of its own, so the machine's network is untouched), makes the busybox
-# base image from Debian's busybox-static, runs containers, lists them, stops.
+# `make demo`: one host's engine, start to finish, then a swarm. Starts a daemon (in a
+# network namespace of its own, so the machine's network is untouched), makes the
+# busybox base image from Debian's busybox-static, runs containers, builds and ships an
+# image; then builds a five-host lab (3 managers, 2 workers, each a namespace with its
+# own daemon), manages its nodes, kills the Raft leader and shows the failover.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ WORK=$(mktemp -d /tmp/pyswarm-demo.XXXXXX)
 NETNS="pyswarm-demo-$$"
 export PYSWARM_HOST="unix://$WORK/pyswarm.sock"
 DAEMON_PID=""
+LAB="demo$$"
 
 cleanup() {
     set +e
@@ -19,6 +22,7 @@ cleanup() {
         kill -TERM "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
     fi
     ip netns delete "$NETNS" 2>/dev/null
+    "$PYSWARM" lab down --name "$LAB" >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -101,5 +105,42 @@ kill -TERM "$REGISTRY_PID" && wait "$REGISTRY_PID"
 step pyswarm stop web '&&' pyswarm rm web hello
 "$PYSWARM" stop web >/dev/null
 "$PYSWARM" rm web hello
+
+# Swarm mode: a lab of five hosts, Raft between the managers, mTLS everywhere.
+in_lab() { local node=$1; shift; "$PYSWARM" lab exec --name "$LAB" "$node" -- "$@"; }
+step pyswarm lab up --managers 3 --workers 2
+"$PYSWARM" lab up --name "$LAB" --managers 3 --workers 2
+step pyswarm lab exec m1 -- pyswarm node ls
+in_lab m1 pyswarm node ls
+step pyswarm lab exec m2 -- pyswarm node update --label-add zone=east w1 '&&' pyswarm node promote w2
+in_lab m2 pyswarm node update --label-add zone=east w1
+in_lab m2 pyswarm node promote w2
+step pyswarm lab exec w2 -- pyswarm node inspect --pretty w1
+for _ in $(seq 100); do  # w2 answers once it has joined Raft as a manager
+    in_lab w2 pyswarm node inspect --pretty w1 2>/dev/null && break
+    sleep 0.1
+done
+in_lab m3 pyswarm node demote w2 >/dev/null
+
+step "the cluster registry: push on m1 (198.18.0.11:5000, TLS from the cluster CA), run on w1"
+in_lab m1 pyswarm image import -c 'CMD ["sh"]' "$WORK/busybox.tar" 198.18.0.11:5000/demo/busybox:1 >/dev/null
+in_lab m1 pyswarm push 198.18.0.11:5000/demo/busybox:1 | tail -1
+in_lab w1 pyswarm run --rm 198.18.0.11:5000/demo/busybox:1 echo "pulled from the swarm's registry"
+
+LEADER=$(in_lab m1 pyswarm node ls --format json | python3 -c \
+    'import json,sys; print(next(d["Hostname"] for d in map(json.loads, sys.stdin) if d["ManagerStatus"] == "Leader"))')
+LEADER_PID=$("$PYSWARM" lab ls --name "$LAB" --format json | python3 -c \
+    "import json,sys; print(next(d['pid'] for d in map(json.loads, sys.stdin) if d['name'] == '$LEADER'))")
+OTHER=$([[ "$LEADER" == m1 ]] && echo m2 || echo m1)
+step "kill -9 <the daemon of the leader, $LEADER>" '&&' pyswarm lab exec "$OTHER" -- pyswarm node update --label-add after=failover w1
+START=$(date +%s.%N)
+kill -KILL "$LEADER_PID"
+until in_lab "$OTHER" pyswarm node update --label-add after=failover w1 >/dev/null 2>&1; do :; done
+echo "a write was acknowledged $(python3 -c "print(f'{$(date +%s.%N) - $START:.2f}')") s after the kill (CLI start-up included)"
+step pyswarm lab exec "$OTHER" -- pyswarm node ls
+in_lab "$OTHER" pyswarm node ls
+step pyswarm lab down
+"$PYSWARM" lab down --name "$LAB"
+
 echo
 echo "demo done; stopping the daemon"
