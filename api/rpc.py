@@ -17,8 +17,8 @@ import functools
 import inspect
 import logging
 import time
-from contextvars import ContextVar
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import grpc

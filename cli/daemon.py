@@ -107,6 +107,7 @@ def run_daemon(
     from api import engine_pb2_grpc, swarm_pb2_grpc
     from api.errors import PyswarmError
     from cli.swarmnode import LocalControl, SwarmNode
+    from manager.metrics import SwarmCollector
     from overlay.bridge import BridgeDriver
 
     for line in hostprep.prepare_host():
@@ -139,7 +140,11 @@ def run_daemon(
         options=[("grpc.max_receive_message_length", 64 << 20)],
     )
     engine_pb2_grpc.add_EngineServicer_to_server(EngineServicer(engine), server)
-    swarm_node = SwarmNode(data_root, hostname=hostname or socket.gethostname())
+    swarm_node = SwarmNode(
+        data_root,
+        hostname=hostname or socket.gethostname(),
+        registry_cas=options.registry_cas,
+    )
     swarm_pb2_grpc.add_SwarmServicer_to_server(swarm_node, server)
     swarm_pb2_grpc.add_ControlServicer_to_server(LocalControl(swarm_node), server)
     # The socket is created by add_insecure_port: 0660 from birth, never wider.
@@ -156,6 +161,7 @@ def run_daemon(
     if metrics is not None:
         try:
             REGISTRY.register(EngineCollector(engine))
+            REGISTRY.register(SwarmCollector(lambda: swarm_node.manager))
             start_http_server(metrics[1], addr=metrics[0])
         except OSError as exc:
             log.warning("metrics not served on %s: %s", metrics_addr, exc)

@@ -23,6 +23,7 @@ from manager import store as st
 
 if TYPE_CHECKING:
     from manager.manager import Manager
+    from manager.raft import RaftStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +53,27 @@ class SwarmCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         manager = self.current()
-        if manager is None or manager.raft is None:
+        raft = None if manager is None else manager.raft
+        if raft is None:  # no manager here, or one not started yet
             return
         try:
-            families = self._families(manager)
+            families = self._families(manager, raft.status())
         except Exception:  # a scrape must never fail because a manager is stopping
             log.debug("manager metrics skipped", exc_info=True)
             return
         yield from families
 
     @staticmethod
-    def _families(manager: Manager | Any) -> list[Metric]:
-        status = manager.raft.status()
+    def _families(manager: Manager | Any, status: RaftStatus) -> list[Metric]:
         nodes = manager.store.view(lambda tx: st.find_nodes(tx, by=st.All()))
         counts = dict.fromkeys(NODE_STATES.values(), 0)
         for node in nodes:
             state = NODE_STATES.get(node.status.state)
             if state is not None:
                 counts[state] += 1
-        by_state = GaugeMetricFamily("pyswarm_nodes", "Nodes in the store by state", labels=["state"])
+        by_state = GaugeMetricFamily(
+            "pyswarm_nodes", "Nodes in the store by state", labels=["state"]
+        )
         for state, count in counts.items():
             by_state.add_metric([state], count)
         return [
@@ -80,9 +83,15 @@ class SwarmCollector(Collector):
             _gauge("pyswarm_raft_applied_index", "Raft last applied index", status.applied_index),
             _gauge("pyswarm_raft_members", "Raft members (managers)", len(status.members)),
             _gauge("pyswarm_raft_has_quorum", "1 if a quorum is reachable", status.has_quorum),
-            _gauge("pyswarm_store_version", "Version of the last applied store batch",
-                   manager.store.version),  # fmt: skip
+            _gauge(
+                "pyswarm_store_version",
+                "Version of the last applied store batch",
+                manager.store.version,
+            ),
             by_state,
-            _gauge("pyswarm_dispatcher_sessions", "Agent sessions open on this manager",
-                   manager.dispatcher.session_count()),  # fmt: skip
+            _gauge(
+                "pyswarm_dispatcher_sessions",
+                "Agent sessions open on this manager",
+                manager.dispatcher.session_count(),
+            ),
         ]

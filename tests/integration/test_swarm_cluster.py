@@ -65,7 +65,7 @@ class Cluster:
                     return leaders[0]
             return None
 
-        return wait_for(find, timeout=15, what="a leader")
+        return str(wait_for(find, timeout=15, what="a leader"))
 
     def set_label(self, via: str, target: str, key: str, value: str, *, timeout: float) -> None:
         """Write a label through `via`'s control API, retrying stale versions."""

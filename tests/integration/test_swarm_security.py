@@ -141,7 +141,8 @@ def probe(lab: lablib.Lab, **orders: str) -> dict[str, object]:
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
 
 
 def other_secret(secret: str) -> str:
