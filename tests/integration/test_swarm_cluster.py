@@ -22,6 +22,7 @@ import grpc
 import pytest
 
 from api import objects_pb2 as objects
+from api import pki
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from deploy import lab as labs
@@ -176,6 +177,8 @@ def test_promote_and_demote(cluster: Cluster) -> None:
         interval=0.2,
     )
     assert cluster.cli("w1", "node", "ls", "-q").split()  # a manager now: it answers
+    cert = cluster.lab_data("w1") / "swarm" / "certificates" / "node.crt"
+    assert pki.cert_info(cert.read_bytes()).role == "manager"  # renewed with the new role
     assert "demoted" in cluster.cli("m3", "node", "demote", "w1")
     wait_for(
         lambda: cluster.nodes("m1")["w1"]["ManagerStatus"] == "",
@@ -190,6 +193,11 @@ def test_promote_and_demote(cluster: Cluster) -> None:
     )
     with pytest.raises(labs.LabError, match="Worker nodes can't be used"):
         cluster.cli("w1", "node", "ls")
+    wait_for(
+        lambda: pki.cert_info(cert.read_bytes()).role == "worker",
+        timeout=10,
+        what="w1's certificate to be a worker's again",
+    )
 
 
 def test_every_node_pulls_from_a_managers_registry_over_tls(
