@@ -106,7 +106,8 @@ def run_daemon(
     from agent.server import EngineServicer
     from api import engine_pb2_grpc, swarm_pb2_grpc
     from api.errors import PyswarmError
-    from cli.swarmnode import LocalControl, SwarmNode
+    from cli.localcontrol import LocalControl
+    from cli.swarmnode import SwarmNode
     from manager.metrics import SwarmCollector
     from overlay.bridge import BridgeDriver
 

@@ -19,13 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
 import secrets
 import shutil
-import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +39,7 @@ from api import swarm_pb2_grpc as swarm_grpc
 from api.credentials import NodeCredentials, write_atomic
 from api.errors import Conflict, InvalidArgument, PyswarmError, Unavailable
 from api.rpc import rpc
+from cli.hostfacts import default_advertise_host, node_description
 from manager import store as st
 from manager.ca import RootCA
 from manager.control import ControlServicer
@@ -70,49 +67,6 @@ ALREADY = (
 )
 DEFAULT_CERT_EXPIRY = 90 * 86400.0
 READY_TIMEOUT = 20.0
-
-
-def node_description(hostname: str) -> objects.NodeDescription:
-    from importlib.metadata import version
-
-    memory = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                memory = int(line.split()[1]) * 1024
-    machine = platform.machine()
-    return objects.NodeDescription(
-        hostname=hostname,
-        os="linux",
-        arch={"x86_64": "x86_64", "aarch64": "aarch64"}.get(machine, machine),
-        nano_cpus=(os.cpu_count() or 1) * 10**9,
-        memory_bytes=memory,
-        engine_version=version("pyswarm"),
-    )
-
-
-def default_advertise_host() -> str:
-    """The one non-loopback IPv4 address of this host (docker's rule, simplified)."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        addrs = [
-            (names.get(a["index"], "?"), a.get_attr("IFA_ADDRESS"))
-            for a in ipr.get_addr(family=socket.AF_INET)
-        ]
-    candidates = [
-        (name, ip) for name, ip in addrs if not ip.startswith("127.") and name != "pyswarm0"
-    ]
-    if len(candidates) == 1:
-        return str(candidates[0][1])
-    if not candidates:
-        raise InvalidArgument("could not find an IP address to advertise: use --advertise-addr")
-    listed = ", ".join(f"{ip} on {name}" for name, ip in candidates)
-    raise InvalidArgument(
-        f"could not choose an IP address to advertise since this system has multiple "
-        f"addresses ({listed}): use --advertise-addr"
-    )
 
 
 class SwarmNode(swarm_grpc.SwarmServicer):
@@ -560,56 +514,3 @@ def leave_refusal(managers: int) -> str:
         "swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. "
         "Use `--force` to suppress this message."
     )
-
-
-class LocalControl(swarm_grpc.ControlServicer):
-    """The Control service on the unix socket: this host's manager, or a clear refusal."""
-
-    def __init__(self, node: SwarmNode) -> None:
-        self.node = node
-
-    def _target(self) -> ControlServicer:
-        return self.node.local_control()
-
-    @rpc
-    def ListNodes(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.NodeList:
-        return self._target().ListNodes(request, context)
-
-    @rpc
-    def GetNode(self, request: swarm.NodeRef, context: grpc.ServicerContext) -> objects.Node:
-        return self._target().GetNode(request, context)
-
-    @rpc
-    def UpdateNode(
-        self, request: swarm.UpdateNodeRequest, context: grpc.ServicerContext
-    ) -> objects.Node:
-        return self._target().UpdateNode(request, context)
-
-    @rpc
-    def RemoveNode(
-        self, request: swarm.RemoveNodeRequest, context: grpc.ServicerContext
-    ) -> swarm.Empty:
-        return self._target().RemoveNode(request, context)
-
-    @rpc
-    def GetCluster(self, request: swarm.Empty, context: grpc.ServicerContext) -> objects.Cluster:
-        return self._target().GetCluster(request, context)
-
-    @rpc
-    def UpdateCluster(
-        self, request: swarm.UpdateClusterRequest, context: grpc.ServicerContext
-    ) -> objects.Cluster:
-        return self._target().UpdateCluster(request, context)
-
-    @rpc
-    def GetUnlockKey(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.UnlockKey:
-        return self._target().GetUnlockKey(request, context)
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
