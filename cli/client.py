@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, NamedTuple, TypeVar
+from typing import IO, TYPE_CHECKING, NamedTuple, Self, TypeVar
 
 import click
 
@@ -89,21 +89,26 @@ def grpc_target(host: str) -> tuple[str, str | None]:
     raise CliError(f"invalid host: '{host}' (use unix:///path/to/socket or tcp://host:port)")
 
 
-def connect(host: str) -> Engine:
-    """Open a channel to the daemon at `host` (connecting lazily, on the first call)."""
+def open_channel(host: str) -> grpc.Channel:
+    """A channel to the daemon at `host` (connecting lazily, on the first call)."""
     target, path = grpc_target(host)
     if path is not None and not os.path.exists(path):
         raise CannotConnect(host)
     import grpc
-
-    from api.engine_pb2_grpc import EngineStub
 
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.enable_http_proxy", 0),  # $http_proxy must not capture the local daemon
     ]
-    channel = grpc.insecure_channel(target, options=options)
+    return grpc.insecure_channel(target, options=options)
+
+
+def connect(host: str) -> Engine:
+    """The engine API of the daemon at `host`."""
+    from api.engine_pb2_grpc import EngineStub
+
+    channel = open_channel(host)
     return Engine(host, channel, EngineStub(channel))
 
 
@@ -235,15 +240,14 @@ class Chunks:
             raise CliError(f"read error: {self.error.strerror or self.error}")
 
 
-class Engine:
-    """The engine API of one daemon, one method per RPC, in plain Python terms."""
+class DaemonClient:
+    """One channel to a daemon; calls through `_call` map failures onto `CliError`s."""
 
-    def __init__(self, host: str, channel: grpc.Channel, stub: EngineStub) -> None:
+    def __init__(self, host: str, channel: grpc.Channel) -> None:
         self.host = host
         self._channel = channel
-        self._stub = stub
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -261,6 +265,14 @@ class Engine:
             return rpc(request)
         except grpc.RpcError as err:
             raise daemon_error(self.host, err) from None
+
+
+class Engine(DaemonClient):
+    """The engine API of one daemon, one method per RPC, in plain Python terms."""
+
+    def __init__(self, host: str, channel: grpc.Channel, stub: EngineStub) -> None:
+        super().__init__(host, channel)
+        self._stub = stub
 
     def _stream(self, rpc: Callable[[Req], Iterator[Resp]], request: Req) -> Iterator[Resp]:
         import grpc

@@ -15,14 +15,11 @@ words). A daemon that is no manager answers Control calls with FAILED_PRECONDITI
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from cli.client import MAX_MESSAGE, CannotConnect, DaemonError, daemon_error, grpc_target
+from cli.client import DaemonClient, DaemonError, open_channel
 from cli.main import DEFAULT_HOST, HOST_META
 
 if TYPE_CHECKING:
@@ -54,20 +51,10 @@ class NoSuchNode(DaemonError):
 
 
 def connect(host: str) -> SwarmClient:
-    """Open a channel to the daemon at `host` (connecting lazily, on the first call)."""
-    target, path = grpc_target(host)
-    if path is not None and not os.path.exists(path):
-        raise CannotConnect(host)
-    import grpc
-
+    """The Swarm and Control APIs of the daemon at `host`."""
     from api.swarm_pb2_grpc import ControlStub, SwarmStub
 
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.enable_http_proxy", 0),  # $http_proxy must not capture the local daemon
-    ]
-    channel = grpc.insecure_channel(target, options=options)
+    channel = open_channel(host)
     return SwarmClient(host, channel, SwarmStub(channel), ControlStub(channel))
 
 
@@ -78,35 +65,15 @@ def current() -> SwarmClient:
     return connect(host)
 
 
-class SwarmClient:
+class SwarmClient(DaemonClient):
     """The Swarm and Control APIs of one daemon, one method per RPC."""
 
     def __init__(
         self, host: str, channel: grpc.Channel, swarm: SwarmStub, control: ControlStub
     ) -> None:
-        self.host = host
-        self._channel = channel
+        super().__init__(host, channel)
         self._swarm = swarm
         self._control = control
-
-    def __enter__(self) -> SwarmClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._channel.close()
-
-    def _call(self, rpc: Callable[[Req], Resp], request: Req) -> Resp:
-        import grpc
-
-        try:
-            return rpc(request)
-        except grpc.RpcError as err:
-            raise daemon_error(self.host, err) from None
 
     # ---- Swarm (local) ----
 

@@ -10,7 +10,8 @@ cluster and writes back its spec with the flags given changed, at the version re
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -78,25 +79,42 @@ BOOL = FlagType("true|false", parse_bool)
 # ---- commands ---------------------------------------------------------------------
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def node_addresses(fn: F) -> F:
+    """--advertise-addr and --listen-addr, as init and join share them."""
+    fn = click.option(
+        "--listen-addr",
+        type=LISTEN_ADDR,
+        default=DEFAULT_LISTEN_ADDR,
+        show_default=True,
+        help="Listen address (<ip|interface>[:port]).",
+    )(fn)
+    return click.option(
+        "--advertise-addr",
+        default="",
+        metavar="ADDR",
+        help="Advertised address (<ip|interface>[:port]).",
+    )(fn)
+
+
+availability_option = click.option(
+    "--availability",
+    type=AVAILABILITY,
+    default="active",
+    show_default=True,
+    help='Availability of the node ("active", "pause", "drain").',
+)
+
+
 @click.group()
 def swarm() -> None:
     """Manage swarm."""
 
 
 @swarm.command("init")
-@click.option(
-    "--advertise-addr",
-    default="",
-    metavar="ADDR",
-    help="Advertised address (<ip|interface>[:port]).",
-)
-@click.option(
-    "--listen-addr",
-    type=LISTEN_ADDR,
-    default=DEFAULT_LISTEN_ADDR,
-    show_default=True,
-    help="Listen address (<ip|interface>[:port]).",
-)
+@node_addresses
 @click.option(
     "--default-addr-pool",
     type=CIDR,
@@ -139,13 +157,7 @@ def swarm() -> None:
 @click.option(
     "--force-new-cluster", is_flag=True, help="Force create a new cluster from current state."
 )
-@click.option(
-    "--availability",
-    type=AVAILABILITY,
-    default="active",
-    show_default=True,
-    help='Availability of the node ("active", "pause", "drain").',
-)
+@availability_option
 def init(
     advertise_addr: str,
     listen_addr: str,
@@ -184,26 +196,8 @@ def init(
 
 @swarm.command("join")
 @click.option("--token", required=True, help="Token for entry into the swarm.")
-@click.option(
-    "--advertise-addr",
-    default="",
-    metavar="ADDR",
-    help="Advertised address (<ip|interface>[:port]).",
-)
-@click.option(
-    "--listen-addr",
-    type=LISTEN_ADDR,
-    default=DEFAULT_LISTEN_ADDR,
-    show_default=True,
-    help="Listen address (<ip|interface>[:port]).",
-)
-@click.option(
-    "--availability",
-    type=AVAILABILITY,
-    default="active",
-    show_default=True,
-    help='Availability of the node ("active", "pause", "drain").',
-)
+@node_addresses
+@availability_option
 @click.argument("remote", metavar="HOST:PORT")
 def join(token: str, advertise_addr: str, listen_addr: str, availability: int, remote: str) -> None:
     """Join a swarm as a node and/or manager."""
