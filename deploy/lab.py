@@ -27,13 +27,9 @@ the machine's own interfaces (DESIGN.md, network safety).
 
 Order in `up`: plan and state first; then the switch, then each host's namespace, veth
 and address; then every daemon at once, waited for together (the socket answers); then
-`form_swarm` (unless told not to). If any step fails, `down` undoes all of it. Order in
-`down`, per host and in parallel across hosts: remove its containers through its daemon
-(containers outlive their daemon by design, so stopping it is not enough; a daemon that
-died with containers left is started again to remove them), then stop it (SIGTERM,
-SIGKILL after a deadline); then the container namespaces a killed daemon left, the
-host and switch namespaces, the empty cgroup parents, the mounts under the data roots,
-and last the data roots and the state, so a `down` that fails can be rerun.
+`form_swarm` (unless told not to). If any step fails, `down` undoes all of it. `down`
+lives in deploy.labdown (its order and invariants are described there) and is
+re-exported here: `deploy.lab.down` is the entry point the CLI and tests use.
 
 Namespaces are made and configured with pyroute2 from threads that enter them
 (overlay.netns), never by forking: this module may run inside a process with threads.
@@ -41,11 +37,7 @@ Namespaces are made and configured with pyroute2 from threads that enter them
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import enum
-import hashlib
 import json
 import os
 import re
@@ -55,8 +47,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
@@ -84,10 +75,7 @@ CLI_TIMEOUT = 60.0
 METRICS_ADDR = "127.0.0.1:9323"  # `lab exec m1 -- curl -s 127.0.0.1:9323/metrics`
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
-_HOST = re.compile(r"[mw]\d+")
 _HEARTBEAT = re.compile(r"\d+(?:\.\d+)?(?:ms|s|m|h)")
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-MNT_DETACH = 2
 
 # Daemons started by this process, kept so that they are not garbage collected while
 # running (Popen warns) and so that `down` reaps them here.
@@ -208,17 +196,6 @@ def _plan_host(lab: Lab, name: str) -> Host:
         data_root=str(lab.data_dir / name),
         cgroup_parent=f"/pyswarm-lab-{lab.name}-{name}",
     )
-
-
-def _recover(name: str) -> Lab:
-    """The plan of a lab whose state is gone (/run is wiped at boot, /var/lib is not) or
-    was never written, from the namespaces and data roots that are there."""
-    lab = Lab(name=name, switch=f"pyswarm-lab-{name}-sw", heartbeat="1s")
-    found = {ns.rpartition("-")[2] for ns in _namespaces_of(name)}
-    with contextlib.suppress(OSError):
-        found |= {p.name for p in lab.data_dir.iterdir()}
-    lab.hosts = [_plan_host(lab, h) for h in sorted(found) if _HOST.fullmatch(h)]
-    return lab
 
 
 def load(name: str) -> Lab:
@@ -513,66 +490,13 @@ def exec_in(name: str, node: str, argv: list[str]) -> NoReturn:
 def down(name: str) -> None:
     """Remove everything the lab `name` made; idempotent, and works from a half-made
     lab. Raises LabError naming what could not be removed (then the state stays, and
-    `down` can be rerun)."""
-    check_name(name)
-    try:
-        hosts = load(name).hosts
-    except LabError:
-        hosts = _recover(name).hosts
-    from overlay import netns  # see _make_network
+    `down` can be rerun). In deploy.labdown, imported on call: labdown imports this."""
+    from deploy import labdown
 
-    problems: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(len(hosts), 1)) as pool:
-        for stopped in pool.map(_stop_host, hosts):
-            problems += stopped
-    for ns in _container_namespaces(hosts) + _namespaces_of(name):
-        problems += _attempt(f"namespace {ns}", partial(netns.remove_netns, ns))
-    for host in hosts:
-        problems += _remove_cgroups(host.cgroup_parent)
-    problems += _unmount_under(DATA_ROOT / name)
-    if problems:
-        raise LabError(f"lab {name}: could not remove {', '.join(problems)}")
-    shutil.rmtree(DATA_ROOT / name, ignore_errors=True)
-    shutil.rmtree(RUN_ROOT / name, ignore_errors=True)
-    for parent in (DATA_ROOT, RUN_ROOT):  # only if no other lab is there
-        with contextlib.suppress(OSError):
-            parent.rmdir()
+    labdown.down(name)
 
 
-def _attempt(what: str, action: Callable[[], object]) -> list[str]:
-    try:
-        action()
-    except Exception as exc:
-        return [f"{what} ({exc})"]
-    return []
-
-
-def _stop_host(host: Host) -> list[str]:
-    """Remove the host's containers through its daemon, then stop the daemon.
-
-    Containers outlive their daemon by design: if it is gone (killed, or `up` failed)
-    while its data root still holds containers, it is started again first, so that it
-    adopts and removes them."""
-    pid = _running_daemon(host)
-    if pid is None and _has_containers(host) and os.path.exists(host.netns_path):
-        with contextlib.suppress(LabError):
-            _spawn(host)
-            pid = host.pid
-            wait_for(lambda: _answers(host), timeout=START_TIMEOUT, what="the daemon")
-    if pid is None:
-        return []
-    with contextlib.suppress(LabError):
-        ids = run_cli(host, "ps", "-a", "-q", "--no-trunc").split()
-        if ids:
-            run_cli(host, "rm", "-f", "-v", *ids)
-    return _attempt(f"the daemon of {host.name} (pid {pid})", partial(_terminate, pid))
-
-
-def _has_containers(host: Host) -> bool:
-    try:
-        return any(Path(host.data_root, "containers").iterdir())
-    except OSError:
-        return False
+# -- daemon processes -------------------------------------------------------------
 
 
 def _running_daemon(host: Host) -> int | None:
@@ -594,20 +518,6 @@ def _is_our_daemon(host: Host, pid: int) -> bool:
     return "daemon" in argv and ("--data-root", host.data_root) in flags and _alive(pid)
 
 
-def _terminate(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    try:
-        wait_for(lambda: not _alive(pid), timeout=STOP_TIMEOUT, what=f"pid {pid} to exit")
-    except LabError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(pid), timeout=STOP_TIMEOUT, what=f"pid {pid} to die")
-    proc = _children.pop(pid, None)
-    if proc is not None:
-        proc.wait()
-
-
 def _alive(pid: int) -> bool:
     """Running, as opposed to gone or a zombie waiting for its parent to reap it."""
     proc = _children.get(pid)
@@ -618,56 +528,3 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def _container_namespaces(hosts: list[Host]) -> list[str]:
-    """Container namespaces of a daemon that was killed before removing them: the
-    daemon names them `pyswarm-<tag>-...`, tag from its data root (cli/daemon.py)."""
-    tags = [
-        hashlib.sha256(str(Path(h.data_root).resolve()).encode()).hexdigest()[:6] for h in hosts
-    ]
-    try:
-        names = os.listdir(NETNS_DIR)
-    except FileNotFoundError:
-        return []
-    return sorted(ns for ns in names for tag in tags if ns.startswith(f"pyswarm-{tag}-"))
-
-
-def _mounts() -> Iterator[tuple[str, str]]:
-    """(mount point, fs type) of each mount, from /proc/self/mountinfo."""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, tail = line.partition(" - ")
-        point = fields.split()[4]
-        yield _unescape(point), tail.split()[0]
-
-
-def _unescape(path: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), path)
-
-
-def _remove_cgroups(parent: str) -> list[str]:
-    """rmdir the parent cgroup in every mounted hierarchy; one that still has a child
-    or a process is reported, not forced."""
-    problems = []
-    for point, fstype in _mounts():
-        if fstype not in ("cgroup", "cgroup2"):
-            continue
-        path = Path(point) / parent.lstrip("/")
-        if path.is_dir():
-            problems += _attempt(f"cgroup {path}", path.rmdir)
-    return problems
-
-
-def _unmount_under(root: Path) -> list[str]:
-    """Unmount everything at or under `root`, deepest first (lazily if busy)."""
-    prefix = str(root) + "/"
-    points = sorted(
-        {p for p, _ in _mounts() if p == str(root) or p.startswith(prefix)},
-        key=lambda p: p.count("/"),
-        reverse=True,
-    )
-    for point in points:
-        if _libc.umount2(point.encode(), 0) != 0:
-            _libc.umount2(point.encode(), MNT_DETACH)
-    left = [p for p, _ in _mounts() if p == str(root) or p.startswith(prefix)]
-    return [f"mount {p}" for p in left]

@@ -3,6 +3,8 @@
 Callers never see pysyncobj. They hand opaque ``bytes`` to :meth:`RaftNode.propose`;
 every member calls ``machine.apply(data)`` with the same entries in the same order,
 from one thread (the raft driver thread), and the proposer gets apply's result back.
+This module is the node and its public API; the pysyncobj adapter is
+:mod:`manager.raftengine` and the files in the data dir are :mod:`manager.raftdisk`.
 
 Invariants and design:
 
@@ -13,7 +15,7 @@ Invariants and design:
   the driver as soon as a proposal is queued. pysyncobj's own autoTick thread is not
   used: it stops when the thread that built it exits.
 - **Nothing pickled reaches the disk dump.** Log compaction writes our own file
-  (:func:`_write_dump`): two boundary log entries, the member list, and
+  (:mod:`manager.raftdisk`): two boundary log entries, the member list, and
   ``machine.snapshot()`` bytes; loading it calls ``machine.restore``. Network input
   is still pickle inside pysyncobj, so a cluster ``password`` is mandatory (Fernet:
   messages from anyone without it are dropped before unpickling).
@@ -47,14 +49,10 @@ Usage::
 from __future__ import annotations
 
 import _socket
-import base64
-import contextlib
-import json
 import logging
 import os
 import queue
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,41 +60,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pysyncobj import SyncObj, SyncObjConf, replicated
-from pysyncobj import journal as _journal
 from pysyncobj.config import FAIL_REASON
-from pysyncobj.journal import FileJournal
-from pysyncobj.node import TCPNode
-from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _COMMAND_TYPE
-from pysyncobj.transport import TCPTransport
+
+from manager import raftdisk
+from manager.raftengine import ApplyFailed, Engine, Waker, make_conf
 
 # pysyncobj.win_inet_pton replaces socket.inet_ntop with a Windows-only stub on every
 # OS; pyroute2 (imported by name after this) would then fail to decode addresses.
+# (The imports above load only pysyncobj and its adapters, never pyroute2.)
 socket.inet_ntop = _socket.inet_ntop
 
 log = logging.getLogger(__name__)
 
-JOURNAL_FILE = "raft.journal"
-DUMP_FILE = "raft.dump"
-MEMBERS_FILE = "members.json"
-_DUMP_MAGIC = b"PYSWARM-RAFT-DUMP-1\n"
-_MEMBERSHIP = bytes([_COMMAND_TYPE.MEMBERSHIP])
-_NO_OP = bytes([_COMMAND_TYPE.NO_OP])
 _PING_PERIOD = 0.25  # keeps idle follower<->follower links under connectionTimeout
-
-
-def _get_meta(self: Any) -> dict[str, Any]:
-    # pysyncobj 0.3.17 reads the journal's meta file without closing it (a
-    # ResourceWarning on every start); same behaviour, file closed.
-    try:
-        with open(self.getPath(), "rb") as f:
-            return dict(_journal.loads(f.read()))
-    except Exception:
-        return {}
-
-
-_journal.MetaStorer.getMeta = _get_meta
 
 
 class RaftError(Exception):
@@ -165,127 +142,7 @@ class Timing:
     compaction_min_time: float = 300.0
 
 
-# -- the pysyncobj adapter (driver thread only) -------------------------------------
-
-
-class _ApplyFailed:
-    """Result marker: machine.apply raised; kept off the wire (results stay local)."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class _Transport(TCPTransport):  # type: ignore[misc]
-    """Remembers itself on the SyncObj so the driver can ping idle peers."""
-
-    def __init__(self, sync_obj: Any, self_node: Any, other_nodes: Any) -> None:
-        super().__init__(sync_obj, self_node, other_nodes)
-        sync_obj.pyswarm_transport = self
-
-
-class _Engine(SyncObj):  # type: ignore[misc]
-    def __init__(
-        self, self_addr: str, peers: Sequence[str], conf: Any, machine: StateMachine, passive: bool
-    ) -> None:
-        self._machine = machine
-        self.passive = passive
-        self.pyswarm_transport: Any = None
-        super().__init__(self_addr, list(peers), conf, transportClass=_Transport)
-
-    def _SyncObj__connectedToAnyone(self) -> bool:
-        # pysyncobj starts an election only when this is true: a passive (joining)
-        # node must not campaign before a leader has contacted it.
-        return not self.passive and bool(SyncObj._SyncObj__connectedToAnyone(self))
-
-    @replicated  # type: ignore[untyped-decorator]
-    def apply_entry(self, data: bytes) -> bytes | _ApplyFailed:
-        try:
-            return self._machine.apply(data)
-        except Exception as e:  # a raising apply must not wedge the log
-            log.exception("state machine apply failed")
-            return _ApplyFailed(e)
-
-
-# -- dump file: our format, no pickle -----------------------------------------------
-
-
-def _write_dump(path: str, entries: tuple[Any, Any, Any], snapshot: bytes) -> None:
-    last, prev, cluster = entries
-    header = {
-        "last": [base64.b64encode(last[0]).decode(), last[1], last[2]],
-        "prev": [base64.b64encode(prev[0]).decode(), prev[1], prev[2]],
-        "members": sorted(str(n.id) for n in cluster),
-    }
-    raw = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(_DUMP_MAGIC + struct.pack("<I", len(raw)) + raw + snapshot)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _read_dump(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    blob = Path(path).read_bytes()
-    if not blob.startswith(_DUMP_MAGIC):
-        raise RaftError(f"{path} is not a pyswarm raft dump")
-    at = len(_DUMP_MAGIC)
-    (size,) = struct.unpack_from("<I", blob, at)
-    header = json.loads(blob[at + 4 : at + 4 + size])
-    return header, blob[at + 4 + size :]
-
-
-def _entry(raw: list[Any]) -> tuple[bytes, int, int]:
-    return (base64.b64decode(raw[0]), int(raw[1]), int(raw[2]))
-
-
-def _members_path(data_dir: Path) -> Path:
-    return data_dir / MEMBERS_FILE
-
-
-def _save_members(data_dir: Path, members: Sequence[str]) -> None:
-    tmp = data_dir / (MEMBERS_FILE + ".tmp")
-    tmp.write_text(json.dumps(sorted(members)))
-    os.replace(tmp, _members_path(data_dir))
-
-
-def _load_members(data_dir: Path) -> list[str] | None:
-    try:
-        return [str(m) for m in json.loads(_members_path(data_dir).read_text())]
-    except FileNotFoundError:
-        return None
-
-
 # -- pending proposals ----------------------------------------------------------------
-
-
-class _Waker:
-    """A pipe on pysyncobj's poller: proposals wake the driver instead of waiting out
-    the tick. Closed under the lock so a late wake never writes to a reused fd."""
-
-    def __init__(self, poller: Any) -> None:
-        self._lock = threading.Lock()
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
-        self._open = True
-        poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
-
-    def _drain(self, _fd: int, _events: int) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._r, 4096):
-                pass
-
-    def wake(self) -> None:
-        with self._lock:
-            if self._open:
-                with contextlib.suppress(BlockingIOError):
-                    os.write(self._w, b"w")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._open:
-                self._open = False
-                os.close(self._r)
-                os.close(self._w)
 
 
 class _Denied(RaftError):
@@ -316,7 +173,7 @@ class _Pending:
 
 def _translate(result: Any, reason: int, leader: str | None) -> RaftError | None:
     if reason == FAIL_REASON.SUCCESS:
-        if isinstance(result, _ApplyFailed):
+        if isinstance(result, ApplyFailed):
             return RaftError(f"the state machine failed to apply the entry: {result.error}")
         return None
     if reason == FAIL_REASON.MISSING_LEADER:
@@ -355,11 +212,11 @@ class RaftNode:
         self._on_leader_change = on_leader_change
         self._timing = timing
         self._passive = join
-        stored = _load_members(self._dir)
+        stored = raftdisk.load_members(self._dir)
         members = stored if stored is not None else [self_addr, *peers]
         self._peers = sorted({m for m in members if m != self_addr})
         self._engine: Any = None
-        self._waker: _Waker | None = None
+        self._waker: Waker | None = None
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._status = RaftStatus(self_addr, None, False, 0, 0, 0, (self_addr,), {}, False)
@@ -378,42 +235,18 @@ class RaftNode:
         """Bind, load dump + journal, and start the driver and notifier threads."""
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self._dir, 0o700)
-        conf = self._conf()
+        conf = make_conf(
+            self._timing, self._password, self._dir, self._serialize, self._deserialize
+        )
         try:
-            self._engine = _Engine(self._addr, self._peers, conf, self._machine, self._passive)
+            self._engine = Engine(self._addr, self._peers, conf, self._machine, self._passive)
         except Exception as e:
             raise RaftError(f"cannot start raft on {self._addr}: {e!r}") from e
-        self._waker = _Waker(self._engine._poller)
+        self._waker = Waker(self._engine._poller)
         for name, target in (("driver", self._drive), ("events", self._deliver_events)):
             t = threading.Thread(target=target, name=f"raft-{name}-{self._addr}", daemon=True)
             t.start()
             self._threads.append(t)
-
-    def _conf(self) -> Any:
-        t = self._timing
-        lo, hi = t.election_timeout
-        return SyncObjConf(
-            password=self._password,
-            autoTick=False,
-            useFork=False,
-            journalFile=str(self._dir / JOURNAL_FILE),
-            fullDumpFile=str(self._dir / DUMP_FILE),
-            serializer=self._serialize,
-            deserializer=self._deserialize,
-            dynamicMembershipChange=True,
-            appendEntriesUseBatch=True,  # unbatched mode truncates applied entries
-            commandsWaitLeader=False,  # fail fast; never apply a stale queued write late
-            raftMinTimeout=lo,
-            raftMaxTimeout=hi,
-            appendEntriesPeriod=t.append_period,
-            leaderFallbackTimeout=t.election_timeout[1],
-            connectionTimeout=max(t.connection_timeout, t.election_timeout[1]),
-            connectionRetryTime=t.reconnect,
-            logCompactionMinEntries=t.compaction_min_entries,
-            logCompactionMinTime=t.compaction_min_time,
-            bindRetryTime=0.1,
-            maxBindRetries=30,
-        )
 
     def close(self) -> None:
         """Stop threads, close sockets and files, fail pending proposals. Idempotent."""
@@ -486,7 +319,7 @@ class RaftNode:
             self._events.put((leader,))
         if members != self._saved_members:
             self._saved_members = members
-            _save_members(self._dir, members)
+            raftdisk.save_members(self._dir, members)
         self._housekeeping(engine, others)
 
     def _housekeeping(self, engine: Any, others: list[Any]) -> None:
@@ -517,13 +350,10 @@ class RaftNode:
     # -- serializer hooks (driver thread) --------------------------------------------
 
     def _serialize(self, file_name: str, entries: tuple[Any, Any, Any]) -> None:
-        _write_dump(file_name, entries, self._machine.snapshot())
+        raftdisk.write_dump(file_name, entries, self._machine.snapshot())
 
     def _deserialize(self, file_name: str) -> tuple[Any, Any, Any]:
-        header, snapshot = _read_dump(file_name)
-        self._machine.restore(snapshot)
-        cluster = [TCPNode(m) for m in header["members"]]
-        return _entry(header["last"]), _entry(header["prev"]), cluster
+        return raftdisk.load_dump(file_name, self._machine.restore)
 
     # -- proposals -----------------------------------------------------------------
 
@@ -677,27 +507,7 @@ class RaftNode:
         entries in the journal become no-ops (so replay cannot re-add old members) and
         the dump's and members.json's member lists become ``[self_addr]``. Start the
         node afterwards as usual; it elects itself and commits the kept log."""
-        data_dir = Path(data_dir)
-        journal_path = data_dir / JOURNAL_FILE
-        if journal_path.exists():
-            journal = FileJournal(str(journal_path))
-            try:
-                entries = [journal[i] for i in range(len(journal))]
-                if any(e[0][:1] == _MEMBERSHIP for e in entries):
-                    journal.clear()
-                    for command, idx, term in entries:
-                        journal.add(_NO_OP if command[:1] == _MEMBERSHIP else command, idx, term)
-            finally:
-                journal._destroy()
-        dump_path = data_dir / DUMP_FILE
-        if dump_path.exists():
-            header, snapshot = _read_dump(dump_path)
-            last, prev = _entry(header["last"]), _entry(header["prev"])
-            last, prev = (
-                (_NO_OP if e[0][:1] == _MEMBERSHIP else e[0], e[1], e[2]) for e in (last, prev)
-            )
-            tmp = str(dump_path) + ".tmp"
-            _write_dump(tmp, (last, prev, [TCPNode(self_addr)]), snapshot)
-            os.replace(tmp, dump_path)
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _save_members(data_dir, [self_addr])
+        try:
+            raftdisk.reset_membership(Path(data_dir), self_addr)
+        except raftdisk.DumpFormatError as e:
+            raise RaftError(str(e)) from None
