@@ -105,7 +105,7 @@ class ControlServicer(swarm_grpc.ControlServicer):
             name = request.node_id
             if node.role == objects.MANAGER or node.spec.desired_role == objects.MANAGER:
                 raise Conflict(
-                    f"rpc error: node {name} is a cluster manager and is a member of the raft "
+                    f"node {name} is a cluster manager and is a member of the raft "
                     "cluster. It must be demoted to worker before removal"
                 )
             if node.status.state == objects.READY and not request.force:
