@@ -5,13 +5,16 @@
 Config: target ("unix:///run/..sock" or "198.18.0.11:2377"), certs (dir with node.key,
 node.crt, ca.crt, for a TCP target: mTLS as this manager), nodes (ids to update),
 mode "closed" (concurrency clients, each issuing its next UpdateNode as soon as the
-last replied, for `seconds`) or "paced" (open loop at `rate` writes/s for `seconds`;
-latency from the scheduled time, so queueing counts). Every loop is bounded in time and count.
+last replied, for `seconds`) or "paced" (concurrency clients, each open loop at
+rate/concurrency writes/s for `seconds`; latency from the scheduled time, so queueing
+counts). Client i writes node i modulo len(nodes): with no more clients than nodes each
+client has its own node. Every loop is bounded in time and count.
 
 Writes are label changes; each carries the version of the node last seen in a reply
 (shared by the clients writing the same node). A stale one fails with "update out of
 sequence": counted as a conflict, then the version is re-read (GetNode) unless a newer
-reply already brought one. Clients run as chained grpc futures (no thread each).
+reply already brought one. Closed-loop clients run as chained grpc futures (no thread
+each); paced clients are a thread each, waiting on their own write's reply.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ from api import swarm_pb2_grpc as swarm_grpc
 
 MAX_CALLS = 500_000  # per run, whatever the rate
 RPC_TIMEOUT = 10.0
+PACED_GRACE = 5.0  # s after the last due time: writes not yet sent are missed
 
 
 def channel(cfg: dict[str, Any], i: int) -> grpc.Channel:
@@ -70,7 +75,8 @@ class Load:
         self.calls = 0
         self.seq = 0
         self.done = threading.Event()
-        self.inflight = 0
+        self.planned = 0
+        self.missed = 0
 
     def request(self, node_id: str) -> swarm.UpdateNodeRequest:
         with self.lock:
@@ -85,9 +91,11 @@ class Load:
         req = self.request(node_id)
         started = time.perf_counter()
         fut = stub.UpdateNode.future(req, timeout=RPC_TIMEOUT)
-        fut.add_done_callback(lambda f: self.finish(f, stub, node_id, req, started, then))
+        fut.add_done_callback(
+            partial(self.finish, stub=stub, node_id=node_id, req=req, started=started, then=then)
+        )
 
-    def finish(self, fut, stub, node_id, req, started, then) -> None:
+    def finish(self, fut, *, stub, node_id, req, started, then) -> None:
         took = time.perf_counter() - started
         try:
             reply = fut.result()
@@ -154,40 +162,47 @@ class Load:
         self.elapsed = time.monotonic() - started
 
     def paced(self, rate: float, seconds: float) -> None:
-        """Open loop: write k is due at k/rate; it goes to a node with no write in
-        flight (one write per node at a time: no conflicts by design); its latency
-        counts from when it was due."""
-        total = min(int(rate * seconds), MAX_CALLS)
-        free = list(self.nodes)
-        cond = threading.Condition()
-        outstanding = [0]
+        """Open loop, `concurrency` clients, client i on node i (its own, so no
+        conflicts by construction), each paced at rate/concurrency: its write k is due
+        at begin + i/rate + k*concurrency/rate (the clients staggered evenly). A client
+        sends each write when it is due, or as soon as its previous one replied if that
+        is later; latency counts from when the write was due, so queueing counts. Writes
+        still unsent PACED_GRACE s after the last one was due are counted as missed."""
+        n = len(self.stubs)
+        per_client = min(int(rate * seconds / n), MAX_CALLS // n)
+        self.planned = per_client * n
         begin = time.perf_counter()
-        for k in range(total):
-            due = begin + k / rate
-            with cond:
-                cond.wait_for(lambda: bool(free), timeout=RPC_TIMEOUT)
-                if not free:
-                    break
-                node_id = free.pop(0)
-                outstanding[0] += 1
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            req = self.request(node_id)
-            stub = self.stubs[k % len(self.stubs)]
+        hard_stop = begin + seconds + PACED_GRACE
+        missed = [0] * n
 
-            def back(f, node_id=node_id, due=due, req=req, stub=stub):
-                took = time.perf_counter() - due
-                self.finish(f, stub, node_id, req, time.perf_counter() - took, lambda _t: None)
-                with cond:
-                    free.append(node_id)
-                    outstanding[0] -= 1
-                    cond.notify_all()
+        def client(i: int) -> None:
+            stub, node_id = self.stubs[i], self.nodes[i % len(self.nodes)]
+            for k in range(per_client):
+                due = begin + (i + k * n) / rate
+                now = time.perf_counter()
+                if now >= hard_stop:
+                    missed[i] = per_client - k
+                    return
+                if due > now:
+                    time.sleep(due - now)
+                req = self.request(node_id)
+                replied = threading.Event()
+                fut = stub.UpdateNode.future(req, timeout=RPC_TIMEOUT)
+                fut.add_done_callback(
+                    partial(self.finish, stub=stub, node_id=node_id, req=req, started=due,
+                            then=lambda _t, ev=replied: ev.set())
+                )  # fmt: skip
+                if not replied.wait(2 * RPC_TIMEOUT):
+                    missed[i] = per_client - k
+                    return
 
-            stub.UpdateNode.future(req, timeout=RPC_TIMEOUT).add_done_callback(back)
-        with cond:
-            cond.wait_for(lambda: outstanding[0] == 0, timeout=2 * RPC_TIMEOUT)
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(hard_stop + 3 * RPC_TIMEOUT - time.perf_counter(), 0.1))
         self.elapsed = time.perf_counter() - begin
+        self.missed = sum(missed)
 
     def report(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -197,6 +212,8 @@ class Load:
 
         return {
             "ok": self.ok,
+            "planned": self.planned,
+            "missed": self.missed,
             "conflicts": self.conflicts,
             "rereads": self.rereads,
             "errors": self.errors,
