@@ -371,7 +371,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                 node.ClearField("manager_status")
                 st.update_node(tx, node)
 
-        manager.store.update(demote_others)
+        manager.store.update_retrying(demote_others)
         self.state["raft_peers"] = []
         self.state["managers"] = [endpoints.api_addr]
         self._save()

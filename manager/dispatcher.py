@@ -89,15 +89,10 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
                     node.status.message = "leader changed: waiting for the node's session"
                     st.update_node(tx, node)
 
-        for _ in range(5):  # a session marking its node READY meanwhile makes it stale
-            try:
-                self.manager.store.update(update)
-                return
-            except SequenceConflict:
-                continue
-            except (NotFound, Unavailable) as exc:
-                log.debug("nodes not marked unknown: %s", exc)
-                return
+        try:  # a session marking its node READY meanwhile makes it stale: re-read
+            self.manager.store.update_retrying(update)
+        except (NotFound, Unavailable, SequenceConflict) as exc:
+            log.debug("nodes not marked unknown: %s", exc)
 
     def stop_leading(self) -> None:
         self._leading.clear()
@@ -313,12 +308,7 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
             st.update_node(tx, node)
             return node
 
-        for _ in range(5):
-            try:
-                return self.manager.store.update(update)
-            except SequenceConflict:
-                continue
-        return self.manager.store.update(update)
+        return self.manager.store.update_retrying(update)
 
 
 def peer_host(context: grpc.ServicerContext) -> str:

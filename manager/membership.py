@@ -123,7 +123,7 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
             st.update_node(tx, current)
 
         try:
-            self.manager.store.update(record)
+            self.manager.store.update_retrying(record)
             log.info("%s (node %s) is a Raft member", request.raft_addr, node_id)
         except PyswarmError as exc:
             log.warning("Raft member %s not recorded: %s", request.raft_addr, exc.message)

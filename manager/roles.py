@@ -12,13 +12,12 @@ next leader.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING
 
 from api import objects_pb2 as objects
-from api.errors import PyswarmError, SequenceConflict
+from api.errors import PyswarmError
 from manager import store as st
 from manager.raft import RaftError
 
@@ -91,8 +90,7 @@ class RoleManager:
                 current.ClearField("manager_status")
             st.update_node(tx, current)
 
-        with contextlib.suppress(SequenceConflict):  # changed meanwhile: the watch brings it back
-            self.manager.store.update(update)
+        self.manager.store.update_retrying(update)
         log.info("node %s is now a %s", node_id, objects.NodeRole.Name(desired).lower())
 
     def remove_from_raft(self, node_id: str) -> None:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import Final, TypeVar
 
 from api import objects_pb2 as objects
-from api.errors import InvalidArgument
+from api.errors import InvalidArgument, SequenceConflict
 from manager.store.tables import (
     BY_KIND,
     TABLES,
@@ -103,6 +103,17 @@ class MemoryStore:
             result = self._run(tx, fn)
             self._commit(tx.actions())
         return result
+
+    def update_retrying(self, fn: Callable[[Tx], T], *, attempts: int = 5) -> T:
+        """`update`, run again (re-reading) when a concurrent write made it stale: for
+        system writes that apply a rule to the current state (a node's liveness, a
+        role), never for a user's update, whose version must be the one they read."""
+        for _ in range(attempts - 1):
+            try:
+                return self.update(fn)
+            except SequenceConflict:
+                continue
+        return self.update(fn)
 
     def batch(self, fn: Callable[[Batch], T], *, max_actions: int = MAX_ACTIONS_PER_PROPOSAL) -> T:
         """Run `fn`, which makes many changes through `Batch.update` callbacks.

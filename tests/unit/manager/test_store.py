@@ -462,3 +462,28 @@ def test_tables_cover_every_kind_in_the_protos() -> None:
     assert {f.name for f in oneof.fields} == {t.kind for t in st.TABLES}
     repeated = {f.name for f in objects.StoreSnapshot.DESCRIPTOR.fields} - {"version"}
     assert repeated == {t.plural for t in st.TABLES}
+
+
+def test_update_retrying_re_reads_after_a_concurrent_write(store: st.MemoryStore) -> None:
+    store.update(lambda tx: st.create_node(tx, objects.Node(meta=objects.Meta(id="n1"))))
+    stale = store.view(lambda tx: st.get_node(tx, "n1"))
+    assert stale is not None
+    other = objects.Node()
+    other.CopyFrom(stale)
+    other.spec.labels["other"] = "write"
+    store.update(lambda tx: st.update_node(tx, other))  # lands between read and write
+    attempts: list[int] = []
+
+    def mark(tx: st.Tx) -> None:
+        node = stale if not attempts else st.get_node(tx, "n1")
+        assert node is not None
+        attempts.append(1)
+        node.status.message = "marked"
+        st.update_node(tx, node)
+
+    store.update_retrying(mark)
+    node = store.view(lambda tx: st.get_node(tx, "n1"))
+    assert node is not None and len(attempts) == 2
+    assert node.status.message == "marked" and node.spec.labels["other"] == "write"
+    with pytest.raises(SequenceConflict):
+        store.update_retrying(lambda tx: st.update_node(tx, stale), attempts=3)
