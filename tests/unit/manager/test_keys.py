@@ -15,11 +15,13 @@ pytestmark = pytest.mark.unit
 
 
 def test_unlocked_keys_reload_without_the_operator(tmp_path: Path) -> None:
-    keys = KeyStore.create(tmp_path, password="pw", data_key=KeyStore.new_data_key())
+    password = "raft-password-that-must-not-be-on-disk"
+    keys = KeyStore.create(tmp_path, password=password, data_key=KeyStore.new_data_key())
     again = KeyStore.load(tmp_path)
-    assert (again.password, again.data_key) == ("pw", keys.data_key)
+    assert (again.password, again.data_key) == (password, keys.data_key)
     assert (tmp_path / "keys.json").stat().st_mode & 0o777 == 0o600
-    assert b"pw" not in (tmp_path / "keys.json").read_bytes()
+    on_disk = (tmp_path / "keys.json").read_bytes()
+    assert password.encode() not in on_disk and keys.data_key not in on_disk
 
 
 def test_autolock_needs_the_unlock_key(tmp_path: Path) -> None:
