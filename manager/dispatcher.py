@@ -222,37 +222,43 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         return self.manager.store.view(lambda tx: st.get_node(tx, node_id))
 
     def _watch_loop(self) -> None:
-        """Push each node's own changes, and manager list changes to everyone."""
+        """Push a node what its agent acts on (its role and availability), and a changed
+        manager list to everyone. Other changes (labels, status) are not sent: at
+        thousands of writes a second each would cost a message."""
         watch = self.manager.store.watch(kinds={"node"})
         try:
             while not self._stop.is_set():
                 event = watch.get(timeout=0.5)
                 if event is None or not isinstance(event, st.Event):
                     continue
-                node = event.obj
+                node, old = event.obj, event.old
                 assert isinstance(node, objects.Node)
-                old = event.old
                 assert old is None or isinstance(old, objects.Node)
-                managers_changed = event.action != "update" or (
-                    old is not None
-                    and (
-                        old.role != node.role or old.manager_status.addr != node.manager_status.addr
-                    )
-                )
-                with self._lock:
-                    sessions = dict(self._sessions)
-                targets = sessions.values() if managers_changed else [sessions.get(node.meta.id)]
-                for session in targets:
-                    if session is None or not session.id:
-                        continue
-                    if event.action == "remove" and session.node_id == node.meta.id:
-                        session.outbox.put(None)
-                        continue
-                    own = self._node(session.node_id)
-                    if own is not None:
-                        session.outbox.put(self._message(session, own))
+                if event.action == "remove":
+                    self._end_session(node.meta.id)
+                if managers_changed(event.action, node, old):
+                    self._push(None)
+                elif old is not None and agent_relevant(node) != agent_relevant(old):
+                    self._push(node.meta.id)
         finally:
             watch.close()
+
+    def _end_session(self, node_id: str) -> None:
+        with self._lock:
+            session = self._sessions.get(node_id)
+        if session is not None and session.id:
+            session.outbox.put(None)
+
+    def _push(self, node_id: str | None) -> None:
+        """A fresh session message to one node's session, or (None) to every session."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            if not session.id or (node_id is not None and session.node_id != node_id):
+                continue
+            own = self._node(session.node_id)
+            if own is not None:
+                session.outbox.put(self._message(session, own))
 
     # ---- liveness ------------------------------------------------------------------
 
@@ -309,6 +315,22 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
             return node
 
         return self.manager.store.update_retrying(update)
+
+
+def managers_changed(action: str, node: objects.Node, old: objects.Node | None) -> bool:
+    if node.role != objects.MANAGER and (old is None or old.role != objects.MANAGER):
+        return False  # a worker came, went or changed: the manager list is the same
+    return (
+        action != "update"
+        or old is None
+        or old.role != node.role
+        or old.manager_status.addr != node.manager_status.addr
+    )
+
+
+def agent_relevant(node: objects.Node) -> tuple[int, int, int]:
+    """What a node's agent acts on: its role (certificate, manager) and availability."""
+    return (node.role, node.spec.desired_role, node.spec.availability)
 
 
 def peer_host(context: grpc.ServicerContext) -> str:

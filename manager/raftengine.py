@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import journal as _journal
+from pysyncobj import serializer as _serializer
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.transport import TCPTransport
 
@@ -52,6 +53,23 @@ def _get_meta(self: Any) -> dict[str, Any]:
 
 
 _journal.MetaStorer.getMeta = _get_meta
+
+_send_snapshot_chunk = _serializer.Serializer.getTransmissionData
+
+
+def _get_transmission_data(self: Any, transmission_id: Any) -> Any:
+    # pysyncobj 0.3.17 forgets a finished (or failed) snapshot transmission without
+    # closing the dump file it was reading; close it when the transmission ends.
+    before = self._Serializer__transmissions.get(transmission_id)
+    result = _send_snapshot_chunk(self, transmission_id)
+    after = self._Serializer__transmissions.get(transmission_id)
+    opened = (after or before or {}).get("file")
+    if opened is not None and after is None:
+        opened.close()
+    return result
+
+
+_serializer.Serializer.getTransmissionData = _get_transmission_data
 
 
 def make_conf(

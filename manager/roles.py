@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from api import objects_pb2 as objects
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MEMBERSHIP_TIMEOUT = 10.0
+RESYNC = 10.0  # seconds between full passes over all nodes
 
 
 class RoleManager:
@@ -46,26 +48,40 @@ class RoleManager:
         self._thread = None
 
     def _run(self) -> None:
+        """Events mark nodes whose role differs from the desired one dirty; each commit
+        reconciles them. A full pass runs at start and every RESYNC seconds, so a change
+        interrupted by a failover or an error is finished later."""
         watch = self.manager.store.watch(kinds={"node"})
+        dirty: set[str] = set()
+        resync = 0.0
         try:
-            dirty = True
             while not self._stop.is_set():
-                if dirty:
+                if time.monotonic() >= resync:
                     self.reconcile_all()
-                    dirty = False
-                event = watch.get(timeout=0.5)
-                dirty = isinstance(event, st.Event)
+                    resync = time.monotonic() + RESYNC
+                item = watch.get(timeout=0.5)
+                if isinstance(item, st.Event):
+                    node = item.obj
+                    assert isinstance(node, objects.Node)
+                    if item.action != "remove" and node.spec.desired_role != node.role:
+                        dirty.add(node.meta.id)
+                elif isinstance(item, st.Commit) and dirty:
+                    for node_id in sorted(dirty):
+                        self._reconcile_logged(node_id)
+                    dirty.clear()
         finally:
             watch.close()
 
     def reconcile_all(self) -> None:
         for node in self.manager.store.view(lambda tx: st.find_nodes(tx, by=st.All())):
-            if node.spec.desired_role == node.role:
-                continue
-            try:
-                self.reconcile(node.meta.id)
-            except (PyswarmError, RaftError) as exc:
-                log.warning("role change of node %s not done yet: %s", node.meta.id, exc)
+            if node.spec.desired_role != node.role:
+                self._reconcile_logged(node.meta.id)
+
+    def _reconcile_logged(self, node_id: str) -> None:
+        try:
+            self.reconcile(node_id)
+        except (PyswarmError, RaftError) as exc:
+            log.warning("role change of node %s not done yet: %s", node_id, exc)
 
     def reconcile(self, node_id: str) -> None:
         node = self.manager.store.view(lambda tx: st.get_node(tx, node_id))

@@ -26,13 +26,6 @@ from manager.raft import (
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
-# pysyncobj 0.3.17 leaves the leader's dump file open after sending a snapshot to a
-# follower (Serializer.getTransmissionData); the GC closes it. Ignore exactly that.
-SNAPSHOT_FD_LEAK = pytest.mark.filterwarnings(
-    r"ignore:Exception ignored in. <_io.FileIO name=.*raft\.dump' mode='rb'"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
-
 PASSWORD = "test-cluster-secret"
 T = TypeVar("T")
 
@@ -247,7 +240,6 @@ def test_concurrent_proposals_apply_once_in_one_order(cluster: Cluster) -> None:
     assert orders[0] == orders[1] == orders[2]
 
 
-@SNAPSHOT_FD_LEAK
 def test_snapshot_catch_up_after_compaction(cluster: Cluster) -> None:
     addrs = cluster.addrs(3)
     timing = Timing(compaction_min_entries=10)
