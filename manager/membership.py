@@ -136,4 +136,16 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
         if node is not None and node.manager_status.raft_addr == self.manager.endpoints.raft_addr:
             raise Unavailable("the leader cannot remove itself: transfer leadership first")
         self.manager.roles.remove_from_raft(node_id)
+
+        def demote(tx: st.Tx) -> None:
+            # No longer a Raft member: listed as a (down) worker, so quorum arithmetic
+            # does not count it and `node rm` can take it out.
+            current = st.get_node(tx, node_id)
+            if current is None:
+                return
+            current.role = current.spec.desired_role = objects.WORKER
+            current.ClearField("manager_status")
+            st.update_node(tx, current)
+
+        self.manager.store.update_retrying(demote)
         return swarm.Empty()

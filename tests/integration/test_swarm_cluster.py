@@ -398,6 +398,27 @@ def test_acknowledged_writes_survive_a_leader_kill(cluster: Cluster) -> None:
         assert acknowledged <= present, (reader, sorted(acknowledged - present))
 
 
+def test_a_manager_leaving_with_force_leaves_raft_and_can_rejoin(cluster: Cluster) -> None:
+    leaver = cluster.leader()  # the hardest case: leadership must move first
+    stayer = next(m for m in MANAGERS if m != leaver)
+    with pytest.raises(labs.LabError, match="Removing this node leaves 2 managers out of 3"):
+        cluster.cli(leaver, "swarm", "leave")
+    assert "Node left the swarm." in cluster.cli(leaver, "swarm", "leave", "--force")
+    listed = cluster.nodes(stayer)
+    assert listed[leaver]["ManagerStatus"] == ""  # out of Raft: listed as a worker
+    assert sum(1 for d in listed.values() if d["ManagerStatus"]) == 2
+    cluster.set_label(stayer, "w1", "two-managers", "yes", timeout=10)
+    cluster.cli(stayer, "node", "rm", "--force", str(listed[leaver]["ID"]))
+    token = cluster.cli(stayer, "swarm", "join-token", "-q", "manager").strip()
+    addr = cluster.lab.host(leaver).address
+    joined = cluster.cli(
+        leaver, "swarm", "join", "--token", token, "--advertise-addr", addr,
+        f"{cluster.lab.host(stayer).address}:2377",
+    )  # fmt: skip
+    assert "joined a swarm as a manager" in joined
+    cluster.healthy()
+
+
 def test_force_new_cluster_keeps_the_state(cluster: Cluster) -> None:
     cluster.set_label("m1", "w2", "before", "force", timeout=10)
     for name in ("m2", "m3"):
