@@ -27,7 +27,7 @@ from deploy import lab as lablib
 from manager.ca import RootCA
 from tests.daemons import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 M1 = "198.18.0.11"
 W1 = "198.18.1.11"

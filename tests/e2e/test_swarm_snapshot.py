@@ -22,7 +22,7 @@ from api import swarm_pb2_grpc as swarm_grpc
 from deploy import lab as labs
 from tests.daemons import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 MANAGERS = ("m1", "m2", "m3")
 
 
