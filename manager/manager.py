@@ -121,6 +121,7 @@ class Manager:
         self.endpoints = endpoints
         self.credentials = credentials
         self.keys = keys
+        self._cipher = keys.cipher
         self.clock = clock
         self.store = st.MemoryStore(propose=self._propose, clock=clock)
         self.peers = PeerChannels(credentials)
@@ -158,7 +159,7 @@ class Manager:
             peers=[p for p in peers if p != self.endpoints.raft_addr],
             password=self.keys.password,
             data_dir=raft_dir,
-            machine=EncryptedMachine(self.store, self.keys.fernet),
+            machine=EncryptedMachine(self.store, self.keys.cipher),
             on_leader_change=self._on_leader_change,
             timing=Timing(compaction_min_entries=snapshot_interval()),
             join=join,
@@ -328,7 +329,7 @@ class Manager:
 
     def _propose_timed(self, data: bytes) -> bytes:
         assert self.raft is not None, "the store is written only once Raft runs"
-        data = self.keys.fernet.encrypt(data)  # what Raft logs and ships is ciphertext
+        data = self._cipher.seal(data)  # what Raft logs and ships is ciphertext
         try:
             return self.raft.propose(data, timeout=time_left(PROPOSE_TIMEOUT))
         except NotLeader as exc:

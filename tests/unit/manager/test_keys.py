@@ -46,7 +46,7 @@ def test_the_machine_sees_clear_text_and_raft_only_ciphertext() -> None:
 
     keys = KeyStore(Path("/nonexistent"), "pw", KeyStore.new_data_key())
     store = MemoryStore()
-    machine = EncryptedMachine(store, keys.fernet)
+    machine = EncryptedMachine(store, keys.cipher)
     batch = objects.StoreBatch(
         actions=[
             objects.StoreAction(
@@ -55,12 +55,12 @@ def test_the_machine_sees_clear_text_and_raft_only_ciphertext() -> None:
             )
         ]
     ).SerializeToString()
-    entry = keys.fernet.encrypt(batch)
+    entry = keys.cipher.seal(batch)
     assert b"n1" not in entry
     result = objects.ApplyResult.FromString(machine.apply(entry))
     assert not result.error_kind and store.version == 1
     snapshot = machine.snapshot()
     assert b"n1" not in snapshot
     replica = MemoryStore()
-    EncryptedMachine(replica, keys.fernet).restore(snapshot)
+    EncryptedMachine(replica, keys.cipher).restore(snapshot)
     assert replica.snapshot() == store.snapshot()
