@@ -4,8 +4,8 @@ Two layers, as in swarmkit:
 - the data key (DEK) encrypts every Raft entry and snapshot (AES-256-GCM, a random
   96-bit nonce per message). Raft replicates entries as they are written, so the DEK
   is the same on every manager; a new manager receives it, with the Raft password,
-  over mTLS when it joins Raft. Nothing of the store — the CA key, secrets, node and cluster objects —
-  reaches the disk in clear.
+  over mTLS when it joins Raft. Nothing of the store (the CA key, secrets, node and
+  cluster objects) reaches the disk in clear.
 - the key-encryption key (KEK) wraps the DEK and the Raft password in `keys.json`.
   Without autolock the KEK is kept beside them, so the daemon restarts unattended.
   With autolock it is derived from the unlock key the operator holds and is never
