@@ -157,8 +157,8 @@ def run_daemon(
     server.start()
     try:
         swarm_node.resume()
-    except PyswarmError as exc:
-        log.error("could not rejoin the swarm: %s", exc.message)
+    except Exception as exc:  # the engine keeps serving; `pyswarm swarm leave --force` recovers
+        log.error("could not rejoin the swarm: %s", getattr(exc, "message", exc))
     if metrics is not None:
         try:
             REGISTRY.register(EngineCollector(engine))
