@@ -18,6 +18,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -57,32 +58,33 @@ def abort(context: grpc.ServicerContext, exc: PyswarmError) -> None:
     context.abort(exc.status, exc.message)
 
 
+@contextmanager
+def _statuses(context: grpc.ServicerContext, name: str) -> Iterator[None]:
+    """Within one call: the caller's deadline recorded, our errors turned into statuses."""
+    _record_deadline(context)
+    try:
+        yield
+    except PyswarmError as exc:
+        abort(context, exc)
+    except OSError as exc:
+        log.exception("%s failed", name)
+        abort(context, EngineFailure(str(exc)))
+
+
 def rpc(fn: F) -> F:
     """Map component errors onto gRPC statuses, for unary and streaming methods alike."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            _record_deadline(context)
-            try:
+            with _statuses(context, fn.__name__):
                 yield from fn(self, request, context)
-            except PyswarmError as exc:
-                abort(context, exc)
-            except OSError as exc:
-                log.exception("%s failed", fn.__name__)
-                abort(context, EngineFailure(str(exc)))
 
         return stream  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        _record_deadline(context)
-        try:
+        with _statuses(context, fn.__name__):
             return fn(self, request, context)
-        except PyswarmError as exc:
-            abort(context, exc)
-        except OSError as exc:
-            log.exception("%s failed", fn.__name__)
-            abort(context, EngineFailure(str(exc)))
 
     return unary  # type: ignore[return-value]

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from manager.manager import Manager
 
 log = logging.getLogger(__name__)
-LEADER_KEY = "pyswarm-leader"
 DEFAULT_HEARTBEAT = 5.0
 MISSED_HEARTBEATS = 3
 GRACE = 2.0
@@ -112,13 +111,15 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
 
     # ---- RPCs ------------------------------------------------------------------
 
-    def _refuse_unless_leader(self, context: grpc.ServicerContext) -> None:
-        if self._leading.is_set():
-            return
-        leader = self.manager.leader_api_addr()
-        if leader:
-            context.set_trailing_metadata(((LEADER_KEY, leader),))
-        raise Unavailable(f"this manager is not the leader (the leader is {leader or 'unknown'})")
+    def _agent(self, context: grpc.ServicerContext, *, dispatching: bool = True) -> str:
+        """The calling node's id (any role); with `dispatching`, only while this manager
+        is the leader's dispatcher (otherwise the caller is sent to the leader)."""
+        node_id = auth.caller(
+            context, roles=(auth.MANAGER, auth.WORKER), exists=self.manager.node_exists
+        ).node_id
+        if dispatching and not self._leading.is_set():
+            self.manager.refuse_not_leader(context)
+        return node_id
 
     def period(self) -> float:
         try:
@@ -130,24 +131,21 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
     def Session(
         self, request: swarm.SessionRequest, context: grpc.ServicerContext
     ) -> Iterator[swarm.SessionMessage]:
-        identity = auth.caller(
-            context, roles=(auth.MANAGER, auth.WORKER), exists=self.manager.node_exists
-        )
-        self._refuse_unless_leader(context)
+        node_id = self._agent(context)
         period = self.period()
         session = AgentSession(
             id=secrets.token_hex(8),
-            node_id=identity.node_id,
+            node_id=node_id,
             deadline=time.monotonic() + MISSED_HEARTBEATS * period,
         )
         with self._lock:
-            replaced = self._sessions.get(identity.node_id)
-            self._sessions[identity.node_id] = session
+            replaced = self._sessions.get(node_id)
+            self._sessions[node_id] = session
         if replaced is not None:
             replaced.outbox.put(None)
         try:
             node = self._set_state(
-                identity.node_id,
+                node_id,
                 objects.READY,
                 description=request.description,
                 addr=request.addr or peer_host(context),
@@ -163,25 +161,22 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
                 yield message
         finally:
             with self._lock:
-                if self._sessions.get(identity.node_id) is session:
-                    del self._sessions[identity.node_id]
+                if self._sessions.get(node_id) is session:
+                    del self._sessions[node_id]
                     # The stream broke without a clean end: heartbeats decide. Keep the
                     # deadline by leaving a tombstone session that expires on its own.
-                    self._sessions[identity.node_id] = AgentSession(
-                        id="", node_id=identity.node_id, deadline=session.deadline
+                    self._sessions[node_id] = AgentSession(
+                        id="", node_id=node_id, deadline=session.deadline
                     )
 
     @rpc
     def Heartbeat(
         self, request: swarm.HeartbeatRequest, context: grpc.ServicerContext
     ) -> swarm.HeartbeatResponse:
-        identity = auth.caller(
-            context, roles=(auth.MANAGER, auth.WORKER), exists=self.manager.node_exists
-        )
-        self._refuse_unless_leader(context)
+        node_id = self._agent(context)
         period = self.period()
         with self._lock:
-            session = self._sessions.get(identity.node_id)
+            session = self._sessions.get(node_id)
             if session is None or not request.session_id or session.id != request.session_id:
                 raise NotFound("session invalid: start a new session")
             session.deadline = time.monotonic() + MISSED_HEARTBEATS * period
@@ -191,11 +186,9 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
     def RenewCertificate(
         self, request: swarm.CertificateRequest, context: grpc.ServicerContext
     ) -> swarm.CertificateResponse:
-        identity = auth.caller(
-            context, roles=(auth.MANAGER, auth.WORKER), exists=self.manager.node_exists
-        )
-        node = self.manager.store.view(lambda tx: st.get_node(tx, identity.node_id))
-        assert node is not None  # auth.caller checked it exists
+        node_id = self._agent(context, dispatching=False)  # any manager issues certificates
+        node = self.manager.store.view(lambda tx: st.get_node(tx, node_id))
+        assert node is not None  # _agent checked it exists
         role = auth.MANAGER if node.role == objects.MANAGER else auth.WORKER
         cert = self.manager.issue_certificate(
             request.csr_pem, node_id=node.meta.id, role=role, addr=node.status.addr

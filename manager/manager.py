@@ -28,11 +28,12 @@ from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 
 from api import objects_pb2 as objects
+from api import ports
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.errors import NotFound, PyswarmError, Unavailable
@@ -66,12 +67,12 @@ DEFAULT_SNAPSHOT_INTERVAL = 10_000  # docker's --snapshot-interval default
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where a manager listens and how others reach it. Raft uses the API port + 1 and
-    the join endpoint the API port + 2, on the same addresses."""
+    """Where a manager listens and how others reach it (Raft and the join endpoint at
+    their offsets from the API port: api/ports.py)."""
 
     advertise_host: str
     listen_host: str = "0.0.0.0"
-    api_port: int = 2377
+    api_port: int = ports.API_PORT
 
     @property
     def api_addr(self) -> str:
@@ -79,11 +80,11 @@ class Endpoints:
 
     @property
     def raft_addr(self) -> str:
-        return f"{self.advertise_host}:{self.api_port + 1}"
+        return f"{self.advertise_host}:{ports.raft_port(self.api_port)}"
 
     @property
     def join_port(self) -> int:
-        return self.api_port + 2
+        return ports.join_port(self.api_port)
 
 
 def snapshot_interval() -> int:
@@ -91,12 +92,6 @@ def snapshot_interval() -> int:
     set it low to make a lagging follower catch up from a snapshot)."""
     value = os.environ.get("PYSWARM_RAFT_SNAPSHOT_INTERVAL", "")
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_SNAPSHOT_INTERVAL
-
-
-def join_addr(api_addr: str) -> tuple[str, int]:
-    """The join endpoint (host, port) of the manager whose cluster API is `api_addr`."""
-    host, _, port = api_addr.rpartition(":")
-    return host, int(port) + 2
 
 
 class Manager:
@@ -299,18 +294,19 @@ class Manager:
             time.sleep(0.02)
 
     def leader_api_addr(self) -> str | None:
-        """The cluster API address of the current leader, from the store's managers."""
+        """The cluster API address of the current leader (derived from its Raft address:
+        no store scan on the forwarding path of every follower write)."""
         assert self.raft is not None
         leader = self.raft.status().leader
-        if leader is None:
-            return None
-        if leader == self.endpoints.raft_addr:
-            return self.endpoints.api_addr
-        for node in self.store.view(lambda tx: st.find_nodes(tx, by=st.All())):
-            if node.manager_status.raft_addr == leader and node.manager_status.addr:
-                return node.manager_status.addr
-        host, _, port = leader.rpartition(":")
-        return f"{host}:{int(port) - 1}"
+        return None if leader is None else ports.api_addr_of_raft(leader)
+
+    def refuse_not_leader(self, context: grpc.ServicerContext) -> NoReturn:
+        """Refuse a call that only the leader may serve, naming the leader (LEADER_KEY
+        trailing metadata) so the caller calls again there."""
+        leader = self.leader_api_addr()
+        if leader:
+            context.set_trailing_metadata(((ports.LEADER_KEY, leader),))
+        raise Unavailable(f"this manager is not the leader (the leader is {leader or 'unknown'})")
 
     def leader_stub(self) -> swarm_grpc.RaftMembershipStub:
         addr = self.leader_api_addr()

@@ -28,7 +28,6 @@ from api.errors import PermissionDenied, PyswarmError, Unavailable
 from api.rpc import rpc, time_left
 from manager import auth
 from manager import store as st
-from manager.dispatcher import LEADER_KEY
 from manager.raft import RaftError
 
 if TYPE_CHECKING:
@@ -43,26 +42,19 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
         self.manager = manager
 
     def _caller(self, context: grpc.ServicerContext) -> str:
-        return auth.caller(context, roles=(auth.MANAGER,), exists=self.manager.node_exists).node_id
-
-    def _refuse_unless_leader(self, context: grpc.ServicerContext) -> None:
-        """Membership calls act on the caller's own node, so they are never forwarded
-        (the leader would see the forwarding manager as the caller): the caller is told
-        where the leader is and calls again there."""
-        if self.manager.is_leader:
-            return
-        leader = self.manager.leader_api_addr()
-        if leader:
-            context.set_trailing_metadata(((LEADER_KEY, leader),))
-        raise Unavailable(f"this manager is not the leader (the leader is {leader or 'unknown'})")
+        """The calling manager's node id, on the leader (followers send it there)."""
+        node_id = auth.caller(
+            context, roles=(auth.MANAGER,), exists=self.manager.node_exists
+        ).node_id
+        if not self.manager.is_leader:
+            self.manager.refuse_not_leader(context)
+        return node_id
 
     @rpc
     def Propose(
         self, request: swarm.ProposeRequest, context: grpc.ServicerContext
     ) -> swarm.ProposeResponse:
         self._caller(context)
-        if not self.manager.is_leader:
-            raise Unavailable("this manager is not the leader")
         raft = self.manager.raft
         assert raft is not None
         try:
@@ -74,8 +66,6 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
     @rpc
     def Barrier(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.BarrierResponse:
         self._caller(context)
-        if not self.manager.is_leader:
-            raise Unavailable("this manager is not the leader")
         self.manager.read_barrier()
         return swarm.BarrierResponse(version=self.manager.store.version)
 
@@ -84,7 +74,6 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
         self, request: swarm.JoinRaftRequest, context: grpc.ServicerContext
     ) -> swarm.JoinRaftResponse:
         node_id = self._caller(context)
-        self._refuse_unless_leader(context)
         raft = self.manager.raft
         assert raft is not None
         node = self.manager.store.view(lambda tx: st.get_node(tx, node_id))
@@ -131,7 +120,6 @@ class MembershipServicer(swarm_grpc.RaftMembershipServicer):
     @rpc
     def LeaveRaft(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.Empty:
         node_id = self._caller(context)
-        self._refuse_unless_leader(context)
         node = self.manager.store.view(lambda tx: st.get_node(tx, node_id))
         if node is not None and node.manager_status.raft_addr == self.manager.endpoints.raft_addr:
             raise Unavailable("the leader cannot remove itself: transfer leadership first")

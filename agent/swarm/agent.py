@@ -26,13 +26,12 @@ from typing import Any
 import grpc
 
 from api import objects_pb2 as objects
-from api import pki
+from api import pki, ports
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.credentials import NodeCredentials
 
 log = logging.getLogger(__name__)
-LEADER_KEY = "pyswarm-leader"
 RETRY_DELAY = 0.2
 
 
@@ -221,7 +220,7 @@ class SwarmAgent:
 def leader_hint(exc: grpc.RpcError) -> str | None:
     if isinstance(exc, grpc.Call):
         for key, value in exc.trailing_metadata() or ():
-            if key == LEADER_KEY:
+            if key == ports.LEADER_KEY:
                 return value if isinstance(value, str) else value.decode()
     return None
 

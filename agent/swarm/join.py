@@ -10,7 +10,7 @@ from __future__ import annotations
 import grpc
 
 from api import objects_pb2 as objects
-from api import pki
+from api import pki, ports
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.credentials import NodeCredentials
@@ -19,7 +19,7 @@ from api.errors import InvalidArgument, PermissionDenied, PyswarmError, Unavaila
 JOIN_TIMEOUT = 20.0
 
 
-def split_addr(addr: str, *, default_port: int = 2377) -> tuple[str, int]:
+def split_addr(addr: str, *, default_port: int = ports.API_PORT) -> tuple[str, int]:
     host, sep, port = addr.rpartition(":")
     if not sep:
         return addr, default_port
@@ -39,7 +39,7 @@ def join(
 ) -> swarm.IssueResponse:
     parsed = pki.parse_token(token)
     host, port = split_addr(remote)
-    join_port = port + 2
+    join_port = ports.join_port(port)
     try:
         root = pki.fetch_root_ca(host, join_port, timeout=5.0)
     except Unavailable:
