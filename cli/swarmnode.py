@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
@@ -33,7 +33,7 @@ from agent.swarm.agent import SwarmAgent, leader_hint, wait_connected
 from agent.swarm.join import join as join_swarm
 from agent.swarm.join import split_addr
 from api import objects_pb2 as objects
-from api import pki
+from api import pki, ports
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.credentials import NodeCredentials, write_atomic
@@ -67,6 +67,37 @@ ALREADY = (
 )
 DEFAULT_CERT_EXPIRY = 90 * 86400.0
 READY_TIMEOUT = 20.0
+
+
+class Addresses(NamedTuple):
+    """Where this node listens and what it advertises, from init's or join's flags."""
+
+    listen_host: str
+    advertise_host: str
+    api_port: int
+
+    @classmethod
+    def of(cls, listen_addr: str, advertise_addr: str) -> Addresses:
+        listen_host, listen_port = split_addr(listen_addr or f"0.0.0.0:{ports.API_PORT}")
+        advertise = advertise_addr or default_advertise_host()
+        host, port = split_addr(advertise, default_port=listen_port)
+        pki.validate_ip(host)
+        return cls(listen_host, host, port)
+
+    @property
+    def api_addr(self) -> str:
+        return f"{self.advertise_host}:{self.api_port}"
+
+    def state(self, node_id: str, *, managers: list[str]) -> dict[str, Any]:
+        """The state.json of a node that has just joined (or started) a swarm."""
+        return {
+            "node_id": node_id,
+            "advertise_host": self.advertise_host,
+            "listen_host": self.listen_host,
+            "api_port": self.api_port,
+            "managers": managers,
+            "raft_peers": [],
+        }
 
 
 class SwarmNode(swarm_grpc.SwarmServicer):
@@ -255,10 +286,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                 return self._force_new_cluster()
             if self.state:
                 raise Conflict(ALREADY)
-            listen_host, api_port = split_addr(request.listen_addr or "0.0.0.0:2377")
-            advertise = request.advertise_addr or default_advertise_host()
-            advertise_host, advertise_port = split_addr(advertise, default_port=api_port)
-            pki.validate_ip(advertise_host)
+            addrs = Addresses.of(request.listen_addr, request.advertise_addr)
             node_id = new_id()
             now = datetime.now(UTC)
             expiry = request.cert_expiry or DEFAULT_CERT_EXPIRY
@@ -272,16 +300,9 @@ class SwarmNode(swarm_grpc.SwarmServicer):
                 role="manager",
                 expiry=timedelta(seconds=expiry),
                 now=now,
-                sans_ips=[advertise_host],
+                sans_ips=[addrs.advertise_host],
             )
-            self.state = {
-                "node_id": node_id,
-                "advertise_host": advertise_host,
-                "listen_host": listen_host,
-                "api_port": advertise_port,
-                "managers": [f"{advertise_host}:{advertise_port}"],
-                "raft_peers": [],
-            }
+            self.state = addrs.state(node_id, managers=[addrs.api_addr])
             try:
                 self.credentials.save(key_pem=pki.key_pem(key), cert_pem=cert, ca_pem=ca.cert_pem)
                 keys = KeyStore.create(
@@ -385,27 +406,18 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             if self.state:
                 raise Conflict(ALREADY)
             pki.parse_token(request.token)
-            listen_host, api_port = split_addr(request.listen_addr or "0.0.0.0:2377")
-            advertise = request.advertise_addr or default_advertise_host()
-            advertise_host, advertise_port = split_addr(advertise, default_port=api_port)
-            pki.validate_ip(advertise_host)
+            addrs = Addresses.of(request.listen_addr, request.advertise_addr)
             try:
                 reply = join_swarm(
                     request.token,
                     remote=request.remote_addr,
-                    advertise_addr=advertise_host,
+                    advertise_addr=addrs.advertise_host,
                     availability=request.availability,
                     description=node_description(self.hostname),
                     credentials=self.credentials,
                 )
-                self.state = {
-                    "node_id": reply.node_id,
-                    "advertise_host": advertise_host,
-                    "listen_host": listen_host,
-                    "api_port": advertise_port,
-                    "managers": [p.addr for p in reply.managers] or [request.remote_addr],
-                    "raft_peers": [],
-                }
+                managers = [p.addr for p in reply.managers] or [request.remote_addr]
+                self.state = addrs.state(reply.node_id, managers=managers)
                 self._save()
                 self._start_agent()
                 assert self.agent is not None
