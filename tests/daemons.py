@@ -20,16 +20,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from deploy.baseimage import write_busybox_rootfs
 
+T = TypeVar("T")
 PYSWARM = str(Path(sys.executable).parent / "pyswarm")
 START_TIMEOUT = 30.0
 
 
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.02):
+def wait_for(
+    predicate: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.02
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

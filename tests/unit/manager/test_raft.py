@@ -9,9 +9,9 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -23,11 +23,11 @@ from manager.raft import (
     RaftStatus,
     Timing,
 )
+from tests.daemons import wait_for
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 PASSWORD = "test-cluster-secret"
-T = TypeVar("T")
 
 
 class KV:
@@ -56,17 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 5.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class Cluster:
@@ -110,7 +99,7 @@ class Cluster:
                 return leaders[0]
             return None
 
-        return wait_for("a leader", find, timeout)
+        return wait_for(find, timeout=timeout, what="a leader", interval=0.01)
 
     def converged(self, timeout: float = 5.0) -> None:
         """Every running node has applied the leader's commit index after a barrier."""
@@ -121,7 +110,7 @@ class Cluster:
         def done() -> bool:
             return all(n.status().applied_index >= target for n in self.nodes.values())
 
-        wait_for("all nodes to apply", done, timeout)
+        wait_for(done, timeout=timeout, what="all nodes to apply", interval=0.01)
 
     def close(self) -> None:
         for node in self.nodes.values():
@@ -210,7 +199,12 @@ def test_quorum_loss_raises_within_timeout(cluster: Cluster) -> None:
     with pytest.raises((NoLeader, ProposalTimeout)):
         leader.propose(b"k=2", timeout=1.5)
     assert time.monotonic() - started < 2.0
-    wait_for("quorum loss to be seen", lambda: not leader.status().has_quorum)
+    wait_for(
+        lambda: not leader.status().has_quorum,
+        timeout=5.0,
+        what="quorum loss to be seen",
+        interval=0.01,
+    )
     with pytest.raises(NoLeader, match="the swarm does not have a leader"):
         leader.propose(b"k=3", timeout=0.5)
 
@@ -252,7 +246,12 @@ def test_snapshot_catch_up_after_compaction(cluster: Cluster) -> None:
     for i in range(60):
         leader.propose(f"b{i}={i}".encode(), timeout=5)
     data_dir = cluster.root / leader.status().self_addr.replace(":", "_")
-    wait_for("a compacted dump", lambda: (data_dir / "raft.dump").exists())
+    wait_for(
+        lambda: (data_dir / "raft.dump").exists(),
+        timeout=5.0,
+        what="a compacted dump",
+        interval=0.01,
+    )
 
     cluster.start(lagging, [a for a in addrs if a != lagging], timing=timing)
     cluster.converged()
@@ -282,7 +281,10 @@ def test_membership_grow_and_shrink(cluster: Cluster) -> None:
     cluster.stop(victim)
     rest = tuple(sorted(x for x in (a, b, c) if x != victim))
     wait_for(
-        "members to shrink", lambda: all(n.status().members == rest for n in cluster.nodes.values())
+        lambda: all(n.status().members == rest for n in cluster.nodes.values()),
+        timeout=5.0,
+        what="members to shrink",
+        interval=0.01,
     )
     assert cluster.leader().propose(b"k=2", timeout=5) == b"1"
 
