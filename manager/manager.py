@@ -379,10 +379,6 @@ class Manager:
             raise NotFound("this swarm has no cluster object yet")
         return clusters[0]
 
-    def root_ca(self) -> RootCA:
-        ca = self.cluster().root_ca
-        return RootCA.load(ca.ca_cert_pem, ca.ca_key_pem)
-
     def node_exists(self, node_id: str) -> bool:
         return self.store.view(lambda tx: st.get_node(tx, node_id)) is not None
 

@@ -57,7 +57,6 @@ class SwarmAgent:
         self.connected = threading.Event()
         self._leader_hint: str | None = None
         self._stop = threading.Event()
-        self._renew = threading.Event()
         self._call: Any = None
         self._channel: tuple[str, int, grpc.Channel] | None = None
         self._threads: list[threading.Thread] = []
@@ -72,7 +71,6 @@ class SwarmAgent:
 
     def stop(self) -> None:
         self._stop.set()
-        self._renew.set()
         call = self._call
         if call is not None:
             call.cancel()
@@ -86,9 +84,6 @@ class SwarmAgent:
     def leader(self) -> str | None:
         """The manager this agent last had a session with: the leader, as far as known."""
         return self._leader_hint
-
-    def renew_now(self) -> None:
-        self._renew.set()
 
     # ---- channels --------------------------------------------------------------
 
@@ -184,10 +179,8 @@ class SwarmAgent:
         while not self._stop.is_set():
             info = pki.cert_info(self.credentials.cert_pem)
             delay = pki.renewal_delay(info, now=datetime.now(UTC), rng=self.rng)
-            self._renew.wait(delay)
-            if self._stop.is_set():
+            if self._stop.wait(delay):
                 return
-            self._renew.clear()
             while not self._stop.is_set():
                 try:
                     self.renew()
