@@ -359,3 +359,15 @@ def channel_credentials(
 def channel_options() -> list[tuple[str, str]]:
     """Verify managers by the DNS name in their certificate, whatever address is dialled."""
     return [("grpc.ssl_target_name_override", TARGET_NAME)]
+
+
+def cluster_channel(
+    addr: str, ca_pem: bytes, *, cert_pem: bytes | None = None, key_pem: bytes | None = None
+) -> grpc.Channel:
+    """A TLS channel to a manager at `addr`, trusting only the cluster root and
+    presenting the node's certificate when given one (mutual TLS)."""
+    return grpc.secure_channel(
+        addr,
+        channel_credentials(ca_pem, cert_pem=cert_pem, key_pem=key_pem),
+        options=channel_options(),
+    )

@@ -263,11 +263,7 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         while queue and len(tried) < 8:
             addr = queue.pop(0)
             tried.add(addr)
-            with grpc.secure_channel(
-                addr,
-                pki.channel_credentials(ca, cert_pem=cert, key_pem=key),
-                options=pki.channel_options(),
-            ) as channel:
+            with pki.cluster_channel(addr, ca, cert_pem=cert, key_pem=key) as channel:
                 try:
                     return call(swarm_grpc.RaftMembershipStub(channel))
                 except grpc.RpcError as exc:

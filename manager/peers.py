@@ -36,11 +36,7 @@ class PeerChannels:
             if cached is not None:
                 cached[1].close()
             key, cert, ca = self.credentials.triple()
-            channel = grpc.secure_channel(
-                addr,
-                pki.channel_credentials(ca, cert_pem=cert, key_pem=key),
-                options=pki.channel_options(),
-            )
+            channel = pki.cluster_channel(addr, ca, cert_pem=cert, key_pem=key)
             self._channels[addr] = (generation, channel)
             return channel
 

@@ -93,11 +93,7 @@ class SwarmAgent:
             if self._channel is not None:
                 self._channel[2].close()
             key, cert, ca = self.credentials.triple()
-            channel = grpc.secure_channel(
-                addr,
-                pki.channel_credentials(ca, cert_pem=cert, key_pem=key),
-                options=pki.channel_options(),
-            )
+            channel = pki.cluster_channel(addr, ca, cert_pem=cert, key_pem=key)
             self._channel = (addr, generation, channel)
         return swarm_grpc.DispatcherStub(self._channel[2])
 

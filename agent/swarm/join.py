@@ -59,9 +59,7 @@ def join(
         availability=availability,
         description=description,
     )
-    with grpc.secure_channel(
-        f"{host}:{join_port}", pki.channel_credentials(root), options=pki.channel_options()
-    ) as channel:
+    with pki.cluster_channel(f"{host}:{join_port}", root) as channel:
         try:
             reply = swarm_grpc.NodeCAStub(channel).IssueNodeCertificate(
                 request, timeout=JOIN_TIMEOUT
