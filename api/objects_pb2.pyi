@@ -94,6 +94,119 @@ UNREACHABLE: Reachability.ValueType  # 1
 REACHABLE: Reachability.ValueType  # 2
 Global___Reachability: _TypeAlias = Reachability  # noqa: Y015
 
+class _RestartCondition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RestartConditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RestartCondition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESTART_ANY: _RestartCondition.ValueType  # 0
+    RESTART_ON_FAILURE: _RestartCondition.ValueType  # 1
+    RESTART_NONE: _RestartCondition.ValueType  # 2
+
+class RestartCondition(_RestartCondition, metaclass=_RestartConditionEnumTypeWrapper): ...
+
+RESTART_ANY: RestartCondition.ValueType  # 0
+RESTART_ON_FAILURE: RestartCondition.ValueType  # 1
+RESTART_NONE: RestartCondition.ValueType  # 2
+Global___RestartCondition: _TypeAlias = RestartCondition  # noqa: Y015
+
+class _ServiceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ServiceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ServiceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLICATED: _ServiceMode.ValueType  # 0
+    GLOBAL: _ServiceMode.ValueType  # 1
+    REPLICATED_JOB: _ServiceMode.ValueType  # 2
+    GLOBAL_JOB: _ServiceMode.ValueType  # 3
+
+class ServiceMode(_ServiceMode, metaclass=_ServiceModeEnumTypeWrapper): ...
+
+REPLICATED: ServiceMode.ValueType  # 0
+GLOBAL: ServiceMode.ValueType  # 1
+REPLICATED_JOB: ServiceMode.ValueType  # 2
+GLOBAL_JOB: ServiceMode.ValueType  # 3
+Global___ServiceMode: _TypeAlias = ServiceMode  # noqa: Y015
+
+class _FailureAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FailureActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAILURE_PAUSE: _FailureAction.ValueType  # 0
+    FAILURE_CONTINUE: _FailureAction.ValueType  # 1
+    FAILURE_ROLLBACK: _FailureAction.ValueType  # 2
+
+class FailureAction(_FailureAction, metaclass=_FailureActionEnumTypeWrapper): ...
+
+FAILURE_PAUSE: FailureAction.ValueType  # 0
+FAILURE_CONTINUE: FailureAction.ValueType  # 1
+FAILURE_ROLLBACK: FailureAction.ValueType  # 2
+Global___FailureAction: _TypeAlias = FailureAction  # noqa: Y015
+
+class _UpdateOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UpdateOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpdateOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STOP_FIRST: _UpdateOrder.ValueType  # 0
+    START_FIRST: _UpdateOrder.ValueType  # 1
+
+class UpdateOrder(_UpdateOrder, metaclass=_UpdateOrderEnumTypeWrapper): ...
+
+STOP_FIRST: UpdateOrder.ValueType  # 0
+START_FIRST: UpdateOrder.ValueType  # 1
+Global___UpdateOrder: _TypeAlias = UpdateOrder  # noqa: Y015
+
+class _TaskState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_NEW: _TaskState.ValueType  # 0
+    TASK_PENDING: _TaskState.ValueType  # 1
+    """allocated, waiting for the scheduler"""
+    TASK_ASSIGNED: _TaskState.ValueType  # 2
+    """placed on a node"""
+    TASK_ACCEPTED: _TaskState.ValueType  # 3
+    TASK_PREPARING: _TaskState.ValueType  # 4
+    TASK_READY: _TaskState.ValueType  # 5
+    TASK_STARTING: _TaskState.ValueType  # 6
+    TASK_RUNNING: _TaskState.ValueType  # 7
+    TASK_COMPLETE: _TaskState.ValueType  # 8
+    TASK_SHUTDOWN: _TaskState.ValueType  # 9
+    TASK_FAILED: _TaskState.ValueType  # 10
+    TASK_REJECTED: _TaskState.ValueType  # 11
+    TASK_REMOVE: _TaskState.ValueType  # 12
+    """desired state only: shut down and delete"""
+    TASK_ORPHANED: _TaskState.ValueType  # 13
+
+class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper): ...
+
+TASK_NEW: TaskState.ValueType  # 0
+TASK_PENDING: TaskState.ValueType  # 1
+"""allocated, waiting for the scheduler"""
+TASK_ASSIGNED: TaskState.ValueType  # 2
+"""placed on a node"""
+TASK_ACCEPTED: TaskState.ValueType  # 3
+TASK_PREPARING: TaskState.ValueType  # 4
+TASK_READY: TaskState.ValueType  # 5
+TASK_STARTING: TaskState.ValueType  # 6
+TASK_RUNNING: TaskState.ValueType  # 7
+TASK_COMPLETE: TaskState.ValueType  # 8
+TASK_SHUTDOWN: TaskState.ValueType  # 9
+TASK_FAILED: TaskState.ValueType  # 10
+TASK_REJECTED: TaskState.ValueType  # 11
+TASK_REMOVE: TaskState.ValueType  # 12
+"""desired state only: shut down and delete"""
+TASK_ORPHANED: TaskState.ValueType  # 13
+Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
+
 @_typing.final
 class Meta(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -457,6 +570,936 @@ class Cluster(_message.Message):
 Global___Cluster: _TypeAlias = Cluster  # noqa: Y015
 
 @_typing.final
+class Mount(_message.Message):
+    """---- services and tasks ------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    TMPFS_SIZE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """bind | volume | tmpfs"""
+    source: _builtins.str
+    target: _builtins.str
+    read_only: _builtins.bool
+    tmpfs_size: _builtins.int
+    """bytes, 0 = unlimited"""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+        tmpfs_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_only", b"read_only", "source", b"source", "target", b"target", "tmpfs_size", b"tmpfs_size", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Mount: _TypeAlias = Mount  # noqa: Y015
+
+@_typing.final
+class HealthConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    START_PERIOD_FIELD_NUMBER: _builtins.int
+    interval: _builtins.float
+    """seconds; 0 = default (30 s)"""
+    timeout: _builtins.float
+    """seconds; 0 = default (30 s)"""
+    retries: _builtins.int
+    """0 = default (3)"""
+    start_period: _builtins.float
+    """seconds"""
+    @_builtins.property
+    def test(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """["NONE"] disables the image's; ["CMD", ...] | ["CMD-SHELL", "..."]"""
+
+    def __init__(
+        self,
+        *,
+        test: _abc.Iterable[_builtins.str] | None = ...,
+        interval: _builtins.float = ...,
+        timeout: _builtins.float = ...,
+        retries: _builtins.int = ...,
+        start_period: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "retries", b"retries", "start_period", b"start_period", "test", b"test", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthConfig: _TypeAlias = HealthConfig  # noqa: Y015
+
+@_typing.final
+class FileReference(_message.Message):
+    """A secret or config a task's container sees as a file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    GID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """the Secret's or Config's id"""
+    name: _builtins.str
+    """its name when the service was written"""
+    target: _builtins.str
+    """secrets: a name under /run/secrets; configs: an absolute path"""
+    uid: _builtins.int
+    gid: _builtins.int
+    mode: _builtins.int
+    """0 = 0444"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        target: _builtins.str = ...,
+        uid: _builtins.int = ...,
+        gid: _builtins.int = ...,
+        mode: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gid", b"gid", "id", b"id", "mode", b"mode", "name", b"name", "target", b"target", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileReference: _TypeAlias = FileReference  # noqa: Y015
+
+@_typing.final
+class ContainerSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    COMMAND_SET_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    DIR_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    MOUNTS_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    CAP_ADD_FIELD_NUMBER: _builtins.int
+    CAP_DROP_FIELD_NUMBER: _builtins.int
+    STOP_SIGNAL_FIELD_NUMBER: _builtins.int
+    STOP_GRACE_PERIOD_FIELD_NUMBER: _builtins.int
+    HEALTHCHECK_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
+    image: _builtins.str
+    """on tasks: pinned by digest when it could be resolved"""
+    command_set: _builtins.bool
+    dir: _builtins.str
+    user: _builtins.str
+    hostname: _builtins.str
+    """may hold templates: {{.Service.Name}} {{.Task.Slot}} ..."""
+    read_only: _builtins.bool
+    stop_signal: _builtins.str
+    stop_grace_period: _builtins.float
+    """seconds; unset = 10"""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """replaces the image's entrypoint (--entrypoint)"""
+
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """replaces the image's cmd"""
+
+    @_builtins.property
+    def env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """KEY=VALUE"""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """container labels"""
+
+    @_builtins.property
+    def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mount]: ...
+    @_builtins.property
+    def cap_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def healthcheck(self) -> Global___HealthConfig:
+        """unset test = the image's HEALTHCHECK"""
+
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileReference]: ...
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileReference]: ...
+    def __init__(
+        self,
+        *,
+        image: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        command_set: _builtins.bool = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        env: _abc.Iterable[_builtins.str] | None = ...,
+        dir: _builtins.str = ...,
+        user: _builtins.str = ...,
+        hostname: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        mounts: _abc.Iterable[Global___Mount] | None = ...,
+        read_only: _builtins.bool = ...,
+        cap_add: _abc.Iterable[_builtins.str] | None = ...,
+        cap_drop: _abc.Iterable[_builtins.str] | None = ...,
+        stop_signal: _builtins.str = ...,
+        stop_grace_period: _builtins.float | None = ...,
+        healthcheck: Global___HealthConfig | None = ...,
+        secrets: _abc.Iterable[Global___FileReference] | None = ...,
+        configs: _abc.Iterable[Global___FileReference] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_grace_period", b"_stop_grace_period", "healthcheck", b"healthcheck", "stop_grace_period", b"stop_grace_period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_grace_period", b"_stop_grace_period", "args", b"args", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "configs", b"configs", "dir", b"dir", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "read_only", b"read_only", "secrets", b"secrets", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stop_grace_period: _TypeAlias = _typing.Literal["stop_grace_period"]  # noqa: Y015
+    _WhichOneofArgType__stop_grace_period: _TypeAlias = _typing.Literal["_stop_grace_period", b"_stop_grace_period"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_grace_period) -> _WhichOneofReturnType__stop_grace_period | None: ...
+
+Global___ContainerSpec: _TypeAlias = ContainerSpec  # noqa: Y015
+
+@_typing.final
+class Resources(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NANO_CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    PIDS_FIELD_NUMBER: _builtins.int
+    nano_cpus: _builtins.int
+    memory_bytes: _builtins.int
+    pids: _builtins.int
+    """limits only"""
+    def __init__(
+        self,
+        *,
+        nano_cpus: _builtins.int = ...,
+        memory_bytes: _builtins.int = ...,
+        pids: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_bytes", b"memory_bytes", "nano_cpus", b"nano_cpus", "pids", b"pids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class ResourceRequirements(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    RESERVATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___Resources: ...
+    @_builtins.property
+    def reservations(self) -> Global___Resources: ...
+    def __init__(
+        self,
+        *,
+        limits: Global___Resources | None = ...,
+        reservations: Global___Resources | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reservations", b"reservations"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "reservations", b"reservations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceRequirements: _TypeAlias = ResourceRequirements  # noqa: Y015
+
+@_typing.final
+class RestartPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONDITION_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    condition: Global___RestartCondition.ValueType
+    delay: _builtins.float
+    """seconds; unset = 5"""
+    max_attempts: _builtins.int
+    """0 = unlimited"""
+    window: _builtins.float
+    """seconds; 0 = unbounded"""
+    def __init__(
+        self,
+        *,
+        condition: Global___RestartCondition.ValueType = ...,
+        delay: _builtins.float | None = ...,
+        max_attempts: _builtins.int = ...,
+        window: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay", b"_delay", "delay", b"delay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay", b"_delay", "condition", b"condition", "delay", b"delay", "max_attempts", b"max_attempts", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay: _TypeAlias = _typing.Literal["delay"]  # noqa: Y015
+    _WhichOneofArgType__delay: _TypeAlias = _typing.Literal["_delay", b"_delay"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay) -> _WhichOneofReturnType__delay | None: ...
+
+Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
+
+@_typing.final
+class Placement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    MAX_REPLICAS_FIELD_NUMBER: _builtins.int
+    max_replicas: _builtins.int
+    """per node; 0 = unlimited"""
+    @_builtins.property
+    def constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"node.role==worker", "node.labels.zone!=a", ..."""
+
+    @_builtins.property
+    def preferences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """spread descriptors: "node.labels.zone" """
+
+    def __init__(
+        self,
+        *,
+        constraints: _abc.Iterable[_builtins.str] | None = ...,
+        preferences: _abc.Iterable[_builtins.str] | None = ...,
+        max_replicas: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["constraints", b"constraints", "max_replicas", b"max_replicas", "preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Placement: _TypeAlias = Placement  # noqa: Y015
+
+@_typing.final
+class NetworkAttachmentConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    """network name or id (issue 6)"""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkAttachmentConfig: _TypeAlias = NetworkAttachmentConfig  # noqa: Y015
+
+@_typing.final
+class TaskSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    RESTART_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
+    FORCE_UPDATE_FIELD_NUMBER: _builtins.int
+    force_update: _builtins.int
+    """bumped by `service update --force`"""
+    @_builtins.property
+    def container(self) -> Global___ContainerSpec: ...
+    @_builtins.property
+    def resources(self) -> Global___ResourceRequirements: ...
+    @_builtins.property
+    def restart(self) -> Global___RestartPolicy: ...
+    @_builtins.property
+    def placement(self) -> Global___Placement: ...
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachmentConfig]: ...
+    def __init__(
+        self,
+        *,
+        container: Global___ContainerSpec | None = ...,
+        resources: Global___ResourceRequirements | None = ...,
+        restart: Global___RestartPolicy | None = ...,
+        placement: Global___Placement | None = ...,
+        networks: _abc.Iterable[Global___NetworkAttachmentConfig] | None = ...,
+        force_update: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "force_update", b"force_update", "networks", b"networks", "placement", b"placement", "resources", b"resources", "restart", b"restart"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class UpdateConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARALLELISM_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    FAILURE_ACTION_FIELD_NUMBER: _builtins.int
+    MONITOR_FIELD_NUMBER: _builtins.int
+    MAX_FAILURE_RATIO_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    parallelism: _builtins.int
+    """unset = 1; 0 = all at once"""
+    delay: _builtins.float
+    """seconds between batches"""
+    failure_action: Global___FailureAction.ValueType
+    monitor: _builtins.float
+    """seconds; unset = 5"""
+    max_failure_ratio: _builtins.float
+    order: Global___UpdateOrder.ValueType
+    def __init__(
+        self,
+        *,
+        parallelism: _builtins.int | None = ...,
+        delay: _builtins.float = ...,
+        failure_action: Global___FailureAction.ValueType = ...,
+        monitor: _builtins.float | None = ...,
+        max_failure_ratio: _builtins.float = ...,
+        order: Global___UpdateOrder.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_monitor", b"_monitor", "_parallelism", b"_parallelism", "monitor", b"monitor", "parallelism", b"parallelism"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_monitor", b"_monitor", "_parallelism", b"_parallelism", "delay", b"delay", "failure_action", b"failure_action", "max_failure_ratio", b"max_failure_ratio", "monitor", b"monitor", "order", b"order", "parallelism", b"parallelism"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__monitor: _TypeAlias = _typing.Literal["monitor"]  # noqa: Y015
+    _WhichOneofArgType__monitor: _TypeAlias = _typing.Literal["_monitor", b"_monitor"]  # noqa: Y015
+    _WhichOneofReturnType__parallelism: _TypeAlias = _typing.Literal["parallelism"]  # noqa: Y015
+    _WhichOneofArgType__parallelism: _TypeAlias = _typing.Literal["_parallelism", b"_parallelism"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__monitor) -> _WhichOneofReturnType__monitor | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parallelism) -> _WhichOneofReturnType__parallelism | None: ...
+
+Global___UpdateConfig: _TypeAlias = UpdateConfig  # noqa: Y015
+
+@_typing.final
+class PortConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    TARGET_PORT_FIELD_NUMBER: _builtins.int
+    PUBLISHED_PORT_FIELD_NUMBER: _builtins.int
+    PUBLISH_MODE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    protocol: _builtins.str
+    """tcp | udp"""
+    target_port: _builtins.int
+    published_port: _builtins.int
+    """0 = allocated (ingress)"""
+    publish_mode: _builtins.str
+    """ingress | host"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        target_port: _builtins.int = ...,
+        published_port: _builtins.int = ...,
+        publish_mode: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "protocol", b"protocol", "publish_mode", b"publish_mode", "published_port", b"published_port", "target_port", b"target_port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortConfig: _TypeAlias = PortConfig  # noqa: Y015
+
+@_typing.final
+class EndpointSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """vip | dnsrr ("" = vip)"""
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]: ...
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        ports: _abc.Iterable[Global___PortConfig] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "ports", b"ports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndpointSpec: _TypeAlias = EndpointSpec  # noqa: Y015
+
+@_typing.final
+class ServiceSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    ROLLBACK_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    mode: Global___ServiceMode.ValueType
+    replicas: _builtins.int
+    """replicated: replicas; jobs: total completions"""
+    max_concurrent: _builtins.int
+    """jobs"""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def task(self) -> Global___TaskSpec: ...
+    @_builtins.property
+    def update(self) -> Global___UpdateConfig: ...
+    @_builtins.property
+    def rollback(self) -> Global___UpdateConfig: ...
+    @_builtins.property
+    def endpoint(self) -> Global___EndpointSpec: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        task: Global___TaskSpec | None = ...,
+        mode: Global___ServiceMode.ValueType = ...,
+        replicas: _builtins.int = ...,
+        max_concurrent: _builtins.int = ...,
+        update: Global___UpdateConfig | None = ...,
+        rollback: Global___UpdateConfig | None = ...,
+        endpoint: Global___EndpointSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "labels", b"labels", "max_concurrent", b"max_concurrent", "mode", b"mode", "name", b"name", "replicas", b"replicas", "rollback", b"rollback", "task", b"task", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceSpec: _TypeAlias = ServiceSpec  # noqa: Y015
+
+@_typing.final
+class UpdateStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[UpdateStatus._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        NONE: UpdateStatus._State.ValueType  # 0
+        UPDATING: UpdateStatus._State.ValueType  # 1
+        PAUSED: UpdateStatus._State.ValueType  # 2
+        COMPLETED: UpdateStatus._State.ValueType  # 3
+        ROLLBACK_STARTED: UpdateStatus._State.ValueType  # 4
+        ROLLBACK_PAUSED: UpdateStatus._State.ValueType  # 5
+        ROLLBACK_COMPLETED: UpdateStatus._State.ValueType  # 6
+
+    class State(_State, metaclass=_StateEnumTypeWrapper): ...
+    NONE: UpdateStatus.State.ValueType  # 0
+    UPDATING: UpdateStatus.State.ValueType  # 1
+    PAUSED: UpdateStatus.State.ValueType  # 2
+    COMPLETED: UpdateStatus.State.ValueType  # 3
+    ROLLBACK_STARTED: UpdateStatus.State.ValueType  # 4
+    ROLLBACK_PAUSED: UpdateStatus.State.ValueType  # 5
+    ROLLBACK_COMPLETED: UpdateStatus.State.ValueType  # 6
+
+    STATE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    state: Global___UpdateStatus.State.ValueType
+    started_at: _builtins.float
+    completed_at: _builtins.float
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: Global___UpdateStatus.State.ValueType = ...,
+        started_at: _builtins.float = ...,
+        completed_at: _builtins.float = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "message", b"message", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStatus: _TypeAlias = UpdateStatus  # noqa: Y015
+
+@_typing.final
+class Endpoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> Global___EndpointSpec: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]:
+        """as allocated (published ports filled in)"""
+
+    def __init__(
+        self,
+        *,
+        spec: Global___EndpointSpec | None = ...,
+        ports: _abc.Iterable[Global___PortConfig] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
+
+@_typing.final
+class Service(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SPEC_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    UPDATE_STATUS_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    JOB_ITERATION_FIELD_NUMBER: _builtins.int
+    PENDING_DELETE_FIELD_NUMBER: _builtins.int
+    spec_version: _builtins.int
+    """bumped on every spec change; tasks record it"""
+    job_iteration: _builtins.int
+    """jobs: bumped when the job is run again"""
+    pending_delete: _builtins.bool
+    """`service rm`: tasks are being shut down"""
+    @_builtins.property
+    def meta(self) -> Global___Meta: ...
+    @_builtins.property
+    def spec(self) -> Global___ServiceSpec: ...
+    @_builtins.property
+    def previous_spec(self) -> Global___ServiceSpec:
+        """set by an update: what `service rollback` returns to"""
+
+    @_builtins.property
+    def update_status(self) -> Global___UpdateStatus: ...
+    @_builtins.property
+    def endpoint(self) -> Global___Endpoint: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___Meta | None = ...,
+        spec: Global___ServiceSpec | None = ...,
+        previous_spec: Global___ServiceSpec | None = ...,
+        spec_version: _builtins.int = ...,
+        update_status: Global___UpdateStatus | None = ...,
+        endpoint: Global___Endpoint | None = ...,
+        job_iteration: _builtins.int = ...,
+        pending_delete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "previous_spec", b"previous_spec", "spec", b"spec", "update_status", b"update_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "pending_delete", b"pending_delete", "previous_spec", b"previous_spec", "spec", b"spec", "spec_version", b"spec_version", "update_status", b"update_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class ContainerStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    container_id: _builtins.str
+    pid: _builtins.int
+    exit_code: _builtins.int
+    def __init__(
+        self,
+        *,
+        container_id: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        exit_code: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "exit_code", b"exit_code", "pid", b"pid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerStatus: _TypeAlias = ContainerStatus  # noqa: Y015
+
+@_typing.final
+class TaskStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ERR_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    timestamp: _builtins.float
+    state: Global___TaskState.ValueType
+    message: _builtins.str
+    """"starting", "started", "assigned", ..."""
+    err: _builtins.str
+    """why it failed or cannot be scheduled (service ps ERROR)"""
+    healthy: _builtins.bool
+    """the container passed its health check (or has none)"""
+    @_builtins.property
+    def container(self) -> Global___ContainerStatus: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]:
+        """host-mode published ports"""
+
+    def __init__(
+        self,
+        *,
+        timestamp: _builtins.float = ...,
+        state: Global___TaskState.ValueType = ...,
+        message: _builtins.str = ...,
+        err: _builtins.str = ...,
+        container: Global___ContainerStatus | None = ...,
+        ports: _abc.Iterable[Global___PortConfig] | None = ...,
+        healthy: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "err", b"err", "healthy", b"healthy", "message", b"message", "ports", b"ports", "state", b"state", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskStatus: _TypeAlias = TaskStatus  # noqa: Y015
+
+@_typing.final
+class Task(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_NAME_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    JOB_ITERATION_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    service_name: _builtins.str
+    slot: _builtins.int
+    """replicated services; 0 for global"""
+    node_id: _builtins.str
+    """global: set at creation; replicated: by the scheduler"""
+    spec_version: _builtins.int
+    """the service's spec_version this task runs"""
+    desired_state: Global___TaskState.ValueType
+    job_iteration: _builtins.int
+    @_builtins.property
+    def meta(self) -> Global___Meta: ...
+    @_builtins.property
+    def spec(self) -> Global___TaskSpec: ...
+    @_builtins.property
+    def status(self) -> Global___TaskStatus: ...
+    @_builtins.property
+    def endpoint(self) -> Global___Endpoint:
+        """the service's endpoint when the task was made"""
+
+    def __init__(
+        self,
+        *,
+        meta: Global___Meta | None = ...,
+        service_id: _builtins.str = ...,
+        service_name: _builtins.str = ...,
+        slot: _builtins.int = ...,
+        node_id: _builtins.str = ...,
+        spec: Global___TaskSpec | None = ...,
+        spec_version: _builtins.int = ...,
+        desired_state: Global___TaskState.ValueType = ...,
+        status: Global___TaskStatus | None = ...,
+        job_iteration: _builtins.int = ...,
+        endpoint: Global___Endpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class SecretSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    data: _builtins.bytes
+    """never returned by the control API"""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "labels", b"labels", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretSpec: _TypeAlias = SecretSpec  # noqa: Y015
+
+@_typing.final
+class Secret(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def meta(self) -> Global___Meta: ...
+    @_builtins.property
+    def spec(self) -> Global___SecretSpec: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___Meta | None = ...,
+        spec: Global___SecretSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Secret: _TypeAlias = Secret  # noqa: Y015
+
+@_typing.final
+class Config(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def meta(self) -> Global___Meta: ...
+    @_builtins.property
+    def spec(self) -> Global___SecretSpec:
+        """same shape; data is returned by inspect"""
+
+    def __init__(
+        self,
+        *,
+        meta: Global___Meta | None = ...,
+        spec: Global___SecretSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Config: _TypeAlias = Config  # noqa: Y015
+
+@_typing.final
 class StoreAction(_message.Message):
     """---- replication ------------------------------------------------------------"""
 
@@ -480,23 +1523,39 @@ class StoreAction(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
     CLUSTER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     kind: Global___StoreAction.Kind.ValueType
     @_builtins.property
     def node(self) -> Global___Node: ...
     @_builtins.property
     def cluster(self) -> Global___Cluster: ...
+    @_builtins.property
+    def service(self) -> Global___Service: ...
+    @_builtins.property
+    def task(self) -> Global___Task: ...
+    @_builtins.property
+    def secret(self) -> Global___Secret: ...
+    @_builtins.property
+    def config(self) -> Global___Config: ...
     def __init__(
         self,
         *,
         kind: Global___StoreAction.Kind.ValueType = ...,
         node: Global___Node | None = ...,
         cluster: Global___Cluster | None = ...,
+        service: Global___Service | None = ...,
+        task: Global___Task | None = ...,
+        secret: Global___Secret | None = ...,
+        config: Global___Config | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "node", b"node", "target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "kind", b"kind", "node", b"node", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "kind", b"kind", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["node", "cluster"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["node", "cluster", "service", "task", "secret", "config"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
@@ -558,21 +1617,37 @@ class StoreSnapshot(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
     CLUSTERS_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Node]: ...
     @_builtins.property
     def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cluster]: ...
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___Service]: ...
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]: ...
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Secret]: ...
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Config]: ...
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         nodes: _abc.Iterable[Global___Node] | None = ...,
         clusters: _abc.Iterable[Global___Cluster] | None = ...,
+        services: _abc.Iterable[Global___Service] | None = ...,
+        tasks: _abc.Iterable[Global___Task] | None = ...,
+        secrets: _abc.Iterable[Global___Secret] | None = ...,
+        configs: _abc.Iterable[Global___Config] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "nodes", b"nodes", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "configs", b"configs", "nodes", b"nodes", "secrets", b"secrets", "services", b"services", "tasks", b"tasks", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

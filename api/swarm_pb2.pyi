@@ -407,6 +407,297 @@ class UnlockKey(_message.Message):
 Global___UnlockKey: _TypeAlias = UnlockKey  # noqa: Y015
 
 @_typing.final
+class ServiceRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceRef: _TypeAlias = ServiceRef  # noqa: Y015
+
+@_typing.final
+class CreateServiceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> _objects_pb2.ServiceSpec: ...
+    def __init__(
+        self,
+        *,
+        spec: _objects_pb2.ServiceSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateServiceRequest: _TypeAlias = CreateServiceRequest  # noqa: Y015
+
+@_typing.final
+class UpdateServiceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    ROLLBACK_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    version: _builtins.int
+    """the service's meta.version the caller read"""
+    rollback: _builtins.bool
+    """go back to previous_spec (spec is ignored)"""
+    @_builtins.property
+    def spec(self) -> _objects_pb2.ServiceSpec: ...
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        spec: _objects_pb2.ServiceSpec | None = ...,
+        rollback: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rollback", b"rollback", "service_id", b"service_id", "spec", b"spec", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateServiceRequest: _TypeAlias = UpdateServiceRequest  # noqa: Y015
+
+@_typing.final
+class ServiceInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    DESIRED_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    running: _builtins.int
+    """tasks RUNNING (and healthy) now"""
+    desired: _builtins.int
+    """replicas, or eligible nodes for global services"""
+    completed: _builtins.int
+    """jobs: tasks COMPLETE in this iteration"""
+    @_builtins.property
+    def service(self) -> _objects_pb2.Service: ...
+    def __init__(
+        self,
+        *,
+        service: _objects_pb2.Service | None = ...,
+        running: _builtins.int = ...,
+        desired: _builtins.int = ...,
+        completed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "desired", b"desired", "running", b"running", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceInfo: _TypeAlias = ServiceInfo  # noqa: Y015
+
+@_typing.final
+class ServiceList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceInfo]: ...
+    def __init__(
+        self,
+        *,
+        services: _abc.Iterable[Global___ServiceInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["services", b"services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceList: _TypeAlias = ServiceList  # noqa: Y015
+
+@_typing.final
+class ListTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICES_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    DESIRED_STATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ids, prefixes or names"""
+
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ids, prefixes or hostnames"""
+
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ids or prefixes"""
+
+    @_builtins.property
+    def desired_states(self) -> _containers.RepeatedScalarFieldContainer[_objects_pb2.TaskState.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        services: _abc.Iterable[_builtins.str] | None = ...,
+        nodes: _abc.Iterable[_builtins.str] | None = ...,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        desired_states: _abc.Iterable[_objects_pb2.TaskState.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_states", b"desired_states", "nodes", b"nodes", "services", b"services", "task_ids", b"task_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTasksRequest: _TypeAlias = ListTasksRequest  # noqa: Y015
+
+@_typing.final
+class TaskList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.Task]: ...
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[_objects_pb2.Task] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskList: _TypeAlias = TaskList  # noqa: Y015
+
+@_typing.final
+class TaskRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    task: _builtins.str
+    def __init__(
+        self,
+        *,
+        task: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskRef: _TypeAlias = TaskRef  # noqa: Y015
+
+@_typing.final
+class ObjectRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    ref: _builtins.str
+    def __init__(
+        self,
+        *,
+        ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectRef: _TypeAlias = ObjectRef  # noqa: Y015
+
+@_typing.final
+class SecretList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.Secret]: ...
+    def __init__(
+        self,
+        *,
+        secrets: _abc.Iterable[_objects_pb2.Secret] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secrets", b"secrets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretList: _TypeAlias = SecretList  # noqa: Y015
+
+@_typing.final
+class ConfigList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.Config]: ...
+    def __init__(
+        self,
+        *,
+        configs: _abc.Iterable[_objects_pb2.Config] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configs", b"configs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigList: _TypeAlias = ConfigList  # noqa: Y015
+
+@_typing.final
+class ServiceLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFS_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    follow: _builtins.bool
+    tail: _builtins.int
+    """-1 = all"""
+    since: _builtins.float
+    """unix seconds; 0 = from the start"""
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """services or tasks (ids, prefixes, names)"""
+
+    def __init__(
+        self,
+        *,
+        refs: _abc.Iterable[_builtins.str] | None = ...,
+        follow: _builtins.bool = ...,
+        tail: _builtins.int = ...,
+        since: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "refs", b"refs", "since", b"since", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceLogsRequest: _TypeAlias = ServiceLogsRequest  # noqa: Y015
+
+@_typing.final
 class SessionRequest(_message.Message):
     """---- Dispatcher (agents) ----------------------------------------------------"""
 
@@ -568,6 +859,205 @@ class CertificateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CertificateResponse: _TypeAlias = CertificateResponse  # noqa: Y015
+
+@_typing.final
+class AssignmentsRequest(_message.Message):
+    """Assignments: the full set of the node's tasks (and the secrets and configs they
+    use) on connect, then increments. A task's desired_state tells the agent what to do.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentsRequest: _TypeAlias = AssignmentsRequest  # noqa: Y015
+
+@_typing.final
+class AssignmentsMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULL_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    REMOVED_TASKS_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    REMOVED_SECRETS_FIELD_NUMBER: _builtins.int
+    CONFIGS_FIELD_NUMBER: _builtins.int
+    REMOVED_CONFIGS_FIELD_NUMBER: _builtins.int
+    full: _builtins.bool
+    """replaces everything the agent has"""
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.Task]:
+        """added or changed"""
+
+    @_builtins.property
+    def removed_tasks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.Secret]: ...
+    @_builtins.property
+    def removed_secrets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def configs(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.Config]: ...
+    @_builtins.property
+    def removed_configs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        full: _builtins.bool = ...,
+        tasks: _abc.Iterable[_objects_pb2.Task] | None = ...,
+        removed_tasks: _abc.Iterable[_builtins.str] | None = ...,
+        secrets: _abc.Iterable[_objects_pb2.Secret] | None = ...,
+        removed_secrets: _abc.Iterable[_builtins.str] | None = ...,
+        configs: _abc.Iterable[_objects_pb2.Config] | None = ...,
+        removed_configs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configs", b"configs", "full", b"full", "removed_configs", b"removed_configs", "removed_secrets", b"removed_secrets", "removed_tasks", b"removed_tasks", "secrets", b"secrets", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentsMessage: _TypeAlias = AssignmentsMessage  # noqa: Y015
+
+@_typing.final
+class TaskStatusUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    @_builtins.property
+    def status(self) -> _objects_pb2.TaskStatus: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        status: _objects_pb2.TaskStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskStatusUpdate: _TypeAlias = TaskStatusUpdate  # noqa: Y015
+
+@_typing.final
+class UpdateTaskStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    UPDATES_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskStatusUpdate]: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        updates: _abc.Iterable[Global___TaskStatusUpdate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTaskStatusRequest: _TypeAlias = UpdateTaskStatusRequest  # noqa: Y015
+
+@_typing.final
+class LogSubscription(_message.Message):
+    """Logs: the dispatcher asks agents for task logs (LogSubscription) on the stream an
+    agent opens; the agent answers with LogMessages tagged with the subscription id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    follow: _builtins.bool
+    tail: _builtins.int
+    """-1 = all"""
+    since: _builtins.float
+    cancel: _builtins.bool
+    """the reader went away: stop sending"""
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        follow: _builtins.bool = ...,
+        tail: _builtins.int = ...,
+        since: _builtins.float = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "follow", b"follow", "id", b"id", "since", b"since", "tail", b"tail", "task_ids", b"task_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogSubscription: _TypeAlias = LogSubscription  # noqa: Y015
+
+@_typing.final
+class LogMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    task_id: _builtins.str
+    node_id: _builtins.str
+    stream: _builtins.str
+    """stdout | stderr"""
+    timestamp: _builtins.float
+    data: _builtins.bytes
+    end: _builtins.bool
+    """this node has nothing more for the subscription"""
+    error: _builtins.str
+    """e.g. "node w2 is down: its logs are unavailable" """
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        stream: _builtins.str = ...,
+        timestamp: _builtins.float = ...,
+        data: _builtins.bytes = ...,
+        end: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "end", b"end", "error", b"error", "node_id", b"node_id", "stream", b"stream", "subscription_id", b"subscription_id", "task_id", b"task_id", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogMessage: _TypeAlias = LogMessage  # noqa: Y015
 
 @_typing.final
 class ProposeRequest(_message.Message):

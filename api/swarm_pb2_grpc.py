@@ -314,6 +314,86 @@ class ControlStub:
                 request_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
                 response_deserializer=api_dot_swarm__pb2.UnlockKey.FromString,
                 _registered_method=True)
+        self.CreateService = channel.unary_unary(
+                '/pyswarm.swarm.Control/CreateService',
+                request_serializer=api_dot_swarm__pb2.CreateServiceRequest.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Service.FromString,
+                _registered_method=True)
+        self.GetService = channel.unary_unary(
+                '/pyswarm.swarm.Control/GetService',
+                request_serializer=api_dot_swarm__pb2.ServiceRef.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Service.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/pyswarm.swarm.Control/ListServices',
+                request_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.ServiceList.FromString,
+                _registered_method=True)
+        self.UpdateService = channel.unary_unary(
+                '/pyswarm.swarm.Control/UpdateService',
+                request_serializer=api_dot_swarm__pb2.UpdateServiceRequest.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Service.FromString,
+                _registered_method=True)
+        self.RemoveService = channel.unary_unary(
+                '/pyswarm.swarm.Control/RemoveService',
+                request_serializer=api_dot_swarm__pb2.ServiceRef.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/pyswarm.swarm.Control/ListTasks',
+                request_serializer=api_dot_swarm__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.TaskList.FromString,
+                _registered_method=True)
+        self.GetTask = channel.unary_unary(
+                '/pyswarm.swarm.Control/GetTask',
+                request_serializer=api_dot_swarm__pb2.TaskRef.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Task.FromString,
+                _registered_method=True)
+        self.ServiceLogs = channel.unary_stream(
+                '/pyswarm.swarm.Control/ServiceLogs',
+                request_serializer=api_dot_swarm__pb2.ServiceLogsRequest.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.LogMessage.FromString,
+                _registered_method=True)
+        self.CreateSecret = channel.unary_unary(
+                '/pyswarm.swarm.Control/CreateSecret',
+                request_serializer=api_dot_objects__pb2.SecretSpec.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Secret.FromString,
+                _registered_method=True)
+        self.GetSecret = channel.unary_unary(
+                '/pyswarm.swarm.Control/GetSecret',
+                request_serializer=api_dot_swarm__pb2.ObjectRef.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Secret.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/pyswarm.swarm.Control/ListSecrets',
+                request_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.SecretList.FromString,
+                _registered_method=True)
+        self.RemoveSecret = channel.unary_unary(
+                '/pyswarm.swarm.Control/RemoveSecret',
+                request_serializer=api_dot_swarm__pb2.ObjectRef.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateConfig = channel.unary_unary(
+                '/pyswarm.swarm.Control/CreateConfig',
+                request_serializer=api_dot_objects__pb2.SecretSpec.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Config.FromString,
+                _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/pyswarm.swarm.Control/GetConfig',
+                request_serializer=api_dot_swarm__pb2.ObjectRef.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Config.FromString,
+                _registered_method=True)
+        self.ListConfigs = channel.unary_unary(
+                '/pyswarm.swarm.Control/ListConfigs',
+                request_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.ConfigList.FromString,
+                _registered_method=True)
+        self.RemoveConfig = channel.unary_unary(
+                '/pyswarm.swarm.Control/RemoveConfig',
+                request_serializer=api_dot_swarm__pb2.ObjectRef.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -362,6 +442,103 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServiceLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSecret(self, request, context):
+        """data redacted
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConfigs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +576,86 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetUnlockKey,
                     request_deserializer=api_dot_swarm__pb2.Empty.FromString,
                     response_serializer=api_dot_swarm__pb2.UnlockKey.SerializeToString,
+            ),
+            'CreateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateService,
+                    request_deserializer=api_dot_swarm__pb2.CreateServiceRequest.FromString,
+                    response_serializer=api_dot_objects__pb2.Service.SerializeToString,
+            ),
+            'GetService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetService,
+                    request_deserializer=api_dot_swarm__pb2.ServiceRef.FromString,
+                    response_serializer=api_dot_objects__pb2.Service.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                    response_serializer=api_dot_swarm__pb2.ServiceList.SerializeToString,
+            ),
+            'UpdateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateService,
+                    request_deserializer=api_dot_swarm__pb2.UpdateServiceRequest.FromString,
+                    response_serializer=api_dot_objects__pb2.Service.SerializeToString,
+            ),
+            'RemoveService': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveService,
+                    request_deserializer=api_dot_swarm__pb2.ServiceRef.FromString,
+                    response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=api_dot_swarm__pb2.ListTasksRequest.FromString,
+                    response_serializer=api_dot_swarm__pb2.TaskList.SerializeToString,
+            ),
+            'GetTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTask,
+                    request_deserializer=api_dot_swarm__pb2.TaskRef.FromString,
+                    response_serializer=api_dot_objects__pb2.Task.SerializeToString,
+            ),
+            'ServiceLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ServiceLogs,
+                    request_deserializer=api_dot_swarm__pb2.ServiceLogsRequest.FromString,
+                    response_serializer=api_dot_swarm__pb2.LogMessage.SerializeToString,
+            ),
+            'CreateSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSecret,
+                    request_deserializer=api_dot_objects__pb2.SecretSpec.FromString,
+                    response_serializer=api_dot_objects__pb2.Secret.SerializeToString,
+            ),
+            'GetSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSecret,
+                    request_deserializer=api_dot_swarm__pb2.ObjectRef.FromString,
+                    response_serializer=api_dot_objects__pb2.Secret.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                    response_serializer=api_dot_swarm__pb2.SecretList.SerializeToString,
+            ),
+            'RemoveSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSecret,
+                    request_deserializer=api_dot_swarm__pb2.ObjectRef.FromString,
+                    response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+            ),
+            'CreateConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConfig,
+                    request_deserializer=api_dot_objects__pb2.SecretSpec.FromString,
+                    response_serializer=api_dot_objects__pb2.Config.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=api_dot_swarm__pb2.ObjectRef.FromString,
+                    response_serializer=api_dot_objects__pb2.Config.SerializeToString,
+            ),
+            'ListConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConfigs,
+                    request_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                    response_serializer=api_dot_swarm__pb2.ConfigList.SerializeToString,
+            ),
+            'RemoveConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveConfig,
+                    request_deserializer=api_dot_swarm__pb2.ObjectRef.FromString,
+                    response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -600,6 +857,438 @@ class Control:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CreateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/CreateService',
+            api_dot_swarm__pb2.CreateServiceRequest.SerializeToString,
+            api_dot_objects__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/GetService',
+            api_dot_swarm__pb2.ServiceRef.SerializeToString,
+            api_dot_objects__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/ListServices',
+            api_dot_swarm__pb2.Empty.SerializeToString,
+            api_dot_swarm__pb2.ServiceList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/UpdateService',
+            api_dot_swarm__pb2.UpdateServiceRequest.SerializeToString,
+            api_dot_objects__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/RemoveService',
+            api_dot_swarm__pb2.ServiceRef.SerializeToString,
+            api_dot_swarm__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/ListTasks',
+            api_dot_swarm__pb2.ListTasksRequest.SerializeToString,
+            api_dot_swarm__pb2.TaskList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/GetTask',
+            api_dot_swarm__pb2.TaskRef.SerializeToString,
+            api_dot_objects__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pyswarm.swarm.Control/ServiceLogs',
+            api_dot_swarm__pb2.ServiceLogsRequest.SerializeToString,
+            api_dot_swarm__pb2.LogMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/CreateSecret',
+            api_dot_objects__pb2.SecretSpec.SerializeToString,
+            api_dot_objects__pb2.Secret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/GetSecret',
+            api_dot_swarm__pb2.ObjectRef.SerializeToString,
+            api_dot_objects__pb2.Secret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/ListSecrets',
+            api_dot_swarm__pb2.Empty.SerializeToString,
+            api_dot_swarm__pb2.SecretList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/RemoveSecret',
+            api_dot_swarm__pb2.ObjectRef.SerializeToString,
+            api_dot_swarm__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/CreateConfig',
+            api_dot_objects__pb2.SecretSpec.SerializeToString,
+            api_dot_objects__pb2.Config.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/GetConfig',
+            api_dot_swarm__pb2.ObjectRef.SerializeToString,
+            api_dot_objects__pb2.Config.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/ListConfigs',
+            api_dot_swarm__pb2.Empty.SerializeToString,
+            api_dot_swarm__pb2.ConfigList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/RemoveConfig',
+            api_dot_swarm__pb2.ObjectRef.SerializeToString,
+            api_dot_swarm__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class DispatcherStub:
     """Missing associated documentation comment in .proto file."""
@@ -614,6 +1303,21 @@ class DispatcherStub:
                 '/pyswarm.swarm.Dispatcher/Session',
                 request_serializer=api_dot_swarm__pb2.SessionRequest.SerializeToString,
                 response_deserializer=api_dot_swarm__pb2.SessionMessage.FromString,
+                _registered_method=True)
+        self.Assignments = channel.unary_stream(
+                '/pyswarm.swarm.Dispatcher/Assignments',
+                request_serializer=api_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.AssignmentsMessage.FromString,
+                _registered_method=True)
+        self.UpdateTaskStatus = channel.unary_unary(
+                '/pyswarm.swarm.Dispatcher/UpdateTaskStatus',
+                request_serializer=api_dot_swarm__pb2.UpdateTaskStatusRequest.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Logs = channel.stream_stream(
+                '/pyswarm.swarm.Dispatcher/Logs',
+                request_serializer=api_dot_swarm__pb2.LogMessage.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.LogSubscription.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/pyswarm.swarm.Dispatcher/Heartbeat',
@@ -631,6 +1335,24 @@ class DispatcherServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Session(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Assignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaskStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logs(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -655,6 +1377,21 @@ def add_DispatcherServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=api_dot_swarm__pb2.SessionRequest.FromString,
                     response_serializer=api_dot_swarm__pb2.SessionMessage.SerializeToString,
+            ),
+            'Assignments': grpc.unary_stream_rpc_method_handler(
+                    servicer.Assignments,
+                    request_deserializer=api_dot_swarm__pb2.AssignmentsRequest.FromString,
+                    response_serializer=api_dot_swarm__pb2.AssignmentsMessage.SerializeToString,
+            ),
+            'UpdateTaskStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaskStatus,
+                    request_deserializer=api_dot_swarm__pb2.UpdateTaskStatusRequest.FromString,
+                    response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+            ),
+            'Logs': grpc.stream_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=api_dot_swarm__pb2.LogMessage.FromString,
+                    response_serializer=api_dot_swarm__pb2.LogSubscription.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -694,6 +1431,87 @@ class Dispatcher:
             '/pyswarm.swarm.Dispatcher/Session',
             api_dot_swarm__pb2.SessionRequest.SerializeToString,
             api_dot_swarm__pb2.SessionMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Assignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pyswarm.swarm.Dispatcher/Assignments',
+            api_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
+            api_dot_swarm__pb2.AssignmentsMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaskStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Dispatcher/UpdateTaskStatus',
+            api_dot_swarm__pb2.UpdateTaskStatusRequest.SerializeToString,
+            api_dot_swarm__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/pyswarm.swarm.Dispatcher/Logs',
+            api_dot_swarm__pb2.LogMessage.SerializeToString,
+            api_dot_swarm__pb2.LogSubscription.FromString,
             options,
             channel_credentials,
             insecure,

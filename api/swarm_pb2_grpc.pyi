@@ -110,6 +110,23 @@ class ControlStub:
     """the CA key redacted"""
     UpdateCluster: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.UpdateClusterRequest, _objects_pb2.Cluster]
     GetUnlockKey: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.UnlockKey]
+    CreateService: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.CreateServiceRequest, _objects_pb2.Service]
+    GetService: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ServiceRef, _objects_pb2.Service]
+    ListServices: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.ServiceList]
+    UpdateService: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.UpdateServiceRequest, _objects_pb2.Service]
+    RemoveService: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ServiceRef, _swarm_pb2.Empty]
+    ListTasks: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ListTasksRequest, _swarm_pb2.TaskList]
+    GetTask: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.TaskRef, _objects_pb2.Task]
+    ServiceLogs: _grpc.UnaryStreamMultiCallable[_swarm_pb2.ServiceLogsRequest, _swarm_pb2.LogMessage]
+    CreateSecret: _grpc.UnaryUnaryMultiCallable[_objects_pb2.SecretSpec, _objects_pb2.Secret]
+    GetSecret: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Secret]
+    """data redacted"""
+    ListSecrets: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.SecretList]
+    RemoveSecret: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]
+    CreateConfig: _grpc.UnaryUnaryMultiCallable[_objects_pb2.SecretSpec, _objects_pb2.Config]
+    GetConfig: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Config]
+    ListConfigs: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.ConfigList]
+    RemoveConfig: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]
 
 @_typing.type_check_only
 class ControlAsyncStub(ControlStub):
@@ -122,6 +139,23 @@ class ControlAsyncStub(ControlStub):
     """the CA key redacted"""
     UpdateCluster: _aio.UnaryUnaryMultiCallable[_swarm_pb2.UpdateClusterRequest, _objects_pb2.Cluster]  # type: ignore[assignment]
     GetUnlockKey: _aio.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.UnlockKey]  # type: ignore[assignment]
+    CreateService: _aio.UnaryUnaryMultiCallable[_swarm_pb2.CreateServiceRequest, _objects_pb2.Service]  # type: ignore[assignment]
+    GetService: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ServiceRef, _objects_pb2.Service]  # type: ignore[assignment]
+    ListServices: _aio.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.ServiceList]  # type: ignore[assignment]
+    UpdateService: _aio.UnaryUnaryMultiCallable[_swarm_pb2.UpdateServiceRequest, _objects_pb2.Service]  # type: ignore[assignment]
+    RemoveService: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ServiceRef, _swarm_pb2.Empty]  # type: ignore[assignment]
+    ListTasks: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ListTasksRequest, _swarm_pb2.TaskList]  # type: ignore[assignment]
+    GetTask: _aio.UnaryUnaryMultiCallable[_swarm_pb2.TaskRef, _objects_pb2.Task]  # type: ignore[assignment]
+    ServiceLogs: _aio.UnaryStreamMultiCallable[_swarm_pb2.ServiceLogsRequest, _swarm_pb2.LogMessage]  # type: ignore[assignment]
+    CreateSecret: _aio.UnaryUnaryMultiCallable[_objects_pb2.SecretSpec, _objects_pb2.Secret]  # type: ignore[assignment]
+    GetSecret: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Secret]  # type: ignore[assignment]
+    """data redacted"""
+    ListSecrets: _aio.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.SecretList]  # type: ignore[assignment]
+    RemoveSecret: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]  # type: ignore[assignment]
+    CreateConfig: _aio.UnaryUnaryMultiCallable[_objects_pb2.SecretSpec, _objects_pb2.Config]  # type: ignore[assignment]
+    GetConfig: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Config]  # type: ignore[assignment]
+    ListConfigs: _aio.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.ConfigList]  # type: ignore[assignment]
+    RemoveConfig: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]  # type: ignore[assignment]
 
 class ControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -174,6 +208,119 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_swarm_pb2.UnlockKey, _abc.Awaitable[_swarm_pb2.UnlockKey]]: ...
 
+    @_abc_1.abstractmethod
+    def CreateService(
+        self,
+        request: _swarm_pb2.CreateServiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Service, _abc.Awaitable[_objects_pb2.Service]]: ...
+
+    @_abc_1.abstractmethod
+    def GetService(
+        self,
+        request: _swarm_pb2.ServiceRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Service, _abc.Awaitable[_objects_pb2.Service]]: ...
+
+    @_abc_1.abstractmethod
+    def ListServices(
+        self,
+        request: _swarm_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.ServiceList, _abc.Awaitable[_swarm_pb2.ServiceList]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateService(
+        self,
+        request: _swarm_pb2.UpdateServiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Service, _abc.Awaitable[_objects_pb2.Service]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveService(
+        self,
+        request: _swarm_pb2.ServiceRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTasks(
+        self,
+        request: _swarm_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.TaskList, _abc.Awaitable[_swarm_pb2.TaskList]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTask(
+        self,
+        request: _swarm_pb2.TaskRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Task, _abc.Awaitable[_objects_pb2.Task]]: ...
+
+    @_abc_1.abstractmethod
+    def ServiceLogs(
+        self,
+        request: _swarm_pb2.ServiceLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_swarm_pb2.LogMessage], _abc.AsyncIterator[_swarm_pb2.LogMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateSecret(
+        self,
+        request: _objects_pb2.SecretSpec,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Secret, _abc.Awaitable[_objects_pb2.Secret]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSecret(
+        self,
+        request: _swarm_pb2.ObjectRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Secret, _abc.Awaitable[_objects_pb2.Secret]]:
+        """data redacted"""
+
+    @_abc_1.abstractmethod
+    def ListSecrets(
+        self,
+        request: _swarm_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.SecretList, _abc.Awaitable[_swarm_pb2.SecretList]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveSecret(
+        self,
+        request: _swarm_pb2.ObjectRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateConfig(
+        self,
+        request: _objects_pb2.SecretSpec,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Config, _abc.Awaitable[_objects_pb2.Config]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConfig(
+        self,
+        request: _swarm_pb2.ObjectRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Config, _abc.Awaitable[_objects_pb2.Config]]: ...
+
+    @_abc_1.abstractmethod
+    def ListConfigs(
+        self,
+        request: _swarm_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.ConfigList, _abc.Awaitable[_swarm_pb2.ConfigList]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveConfig(
+        self,
+        request: _swarm_pb2.ObjectRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
+
 def add_ControlServicer_to_server(servicer: ControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class DispatcherStub:
@@ -182,6 +329,9 @@ class DispatcherStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DispatcherAsyncStub: ...
     Session: _grpc.UnaryStreamMultiCallable[_swarm_pb2.SessionRequest, _swarm_pb2.SessionMessage]
+    Assignments: _grpc.UnaryStreamMultiCallable[_swarm_pb2.AssignmentsRequest, _swarm_pb2.AssignmentsMessage]
+    UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.UpdateTaskStatusRequest, _swarm_pb2.Empty]
+    Logs: _grpc.StreamStreamMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.LogSubscription]
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.HeartbeatRequest, _swarm_pb2.HeartbeatResponse]
     RenewCertificate: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.CertificateRequest, _swarm_pb2.CertificateResponse]
 
@@ -189,6 +339,9 @@ class DispatcherStub:
 class DispatcherAsyncStub(DispatcherStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Session: _aio.UnaryStreamMultiCallable[_swarm_pb2.SessionRequest, _swarm_pb2.SessionMessage]  # type: ignore[assignment]
+    Assignments: _aio.UnaryStreamMultiCallable[_swarm_pb2.AssignmentsRequest, _swarm_pb2.AssignmentsMessage]  # type: ignore[assignment]
+    UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_swarm_pb2.UpdateTaskStatusRequest, _swarm_pb2.Empty]  # type: ignore[assignment]
+    Logs: _aio.StreamStreamMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.LogSubscription]  # type: ignore[assignment]
     Heartbeat: _aio.UnaryUnaryMultiCallable[_swarm_pb2.HeartbeatRequest, _swarm_pb2.HeartbeatResponse]  # type: ignore[assignment]
     RenewCertificate: _aio.UnaryUnaryMultiCallable[_swarm_pb2.CertificateRequest, _swarm_pb2.CertificateResponse]  # type: ignore[assignment]
 
@@ -199,6 +352,27 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _swarm_pb2.SessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_swarm_pb2.SessionMessage], _abc.AsyncIterator[_swarm_pb2.SessionMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def Assignments(
+        self,
+        request: _swarm_pb2.AssignmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_swarm_pb2.AssignmentsMessage], _abc.AsyncIterator[_swarm_pb2.AssignmentsMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateTaskStatus(
+        self,
+        request: _swarm_pb2.UpdateTaskStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def Logs(
+        self,
+        request_iterator: _MaybeAsyncIterator[_swarm_pb2.LogMessage],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_swarm_pb2.LogSubscription], _abc.AsyncIterator[_swarm_pb2.LogSubscription]]: ...
 
     @_abc_1.abstractmethod
     def Heartbeat(

@@ -170,10 +170,11 @@ class MemoryStore:
         fresh = State()
         for table in TABLES:
             for obj in getattr(snap, table.plural):
-                fresh.rows[table.kind][obj.meta.id] = copy.deepcopy(obj)
+                fresh.put(table, copy.deepcopy(obj))
         with self._lock:
             # In place: transactions hold on to the State object itself.
             self._state.rows = fresh.rows
+            self._state.indexes = fresh.indexes
             self._state.version = snap.version
             self._publish([], Reset(snap.version))
 
@@ -258,17 +259,16 @@ class MemoryStore:
         found = target(act)
         assert found is not None, "checked by _check"
         table, obj = found
-        rows = self._state.rows[table.kind]
-        old = rows.get(obj.meta.id)
+        old = self._state.rows[table.kind].get(obj.meta.id)
         action = _EVENT_ACTIONS[act.kind]
         if action is EventAction.REMOVE:
-            removed = rows.pop(obj.meta.id)
+            removed = self._state.drop(table, obj.meta.id)
             return Event(table.kind, action, removed)
         new = copy.deepcopy(obj)  # not a view into the batch, which we need not keep
         new.meta.version = version
         if old is not None:
             new.meta.created_at = old.meta.created_at  # set once, by the create
-        rows[new.meta.id] = new
+        self._state.put(table, new)
         return Event(table.kind, action, new, old)
 
     def _publish(self, events: list[Event], marker: Commit | Reset) -> None:

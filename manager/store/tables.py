@@ -1,14 +1,17 @@
 """The generic per-kind table machinery: one `Table` entry per object kind.
 
-A kind is named by its field in the `StoreAction.target` oneof ("node", "cluster"), and
-its objects travel in the `StoreSnapshot` field named by `plural` ("nodes", "clusters").
+A kind is named by its field in the `StoreAction.target` oneof ("node", "cluster",
+"service", "task", "secret", "config"), and its objects travel in the `StoreSnapshot`
+field named by `plural` ("nodes", ...).
 Everything else in the store (transactions, apply, snapshots, watches) is written once
 against `Table`, so adding Service, Task, Network, Secret or Config is one entry in
 `TABLES` (plus optional typed helpers in a module of its own).
 
 Lookups other than by id go through named indexes: `ByName` uses the table's "name"
-index (lowercased, as swarmkit does), `ByRole` its "role" index. A table without the
-index a selector needs refuses the query with InvalidArgument.
+index (lowercased, as swarmkit does), `ByRole` its "role" index, `ByService`/`ByNode`/
+`ByDesiredState`/`ByTaskState` the task indexes. A table without the index a selector
+needs refuses the query with InvalidArgument. Indexes listed in `maintained` are kept
+as value → ids maps by the store, so finds by them do not scan the table.
 
 The write rules shared by a transaction's early checks and by `apply` live here too
 (`check_write`), so that a refusal reads the same wherever it is detected.
@@ -46,6 +49,9 @@ class Table(Generic[ObjT]):
     plural: str  # its field in StoreSnapshot
     message: type[ObjT]
     indexes: Mapping[str, Callable[[ObjT], object]]
+    # Indexes the store keeps up to date on every write, so that finds by them are not
+    # scans (tasks by service, by node, by state: 100,000 tasks must stay cheap).
+    maintained: tuple[str, ...] = ()
 
     def index(self, name: str, obj: ObjT) -> object:
         """The value of index `name` for `obj`; InvalidArgument if the kind has none."""
@@ -64,6 +70,10 @@ class Selector(ABC):
 
     @abstractmethod
     def matches(self, table: Table[ObjT], obj: ObjT) -> bool: ...
+
+    def lookup(self) -> tuple[str, object] | None:
+        """(index name, value) when the store can answer from an index, not a scan."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,9 @@ class ByName(Selector):
     def matches(self, table: Table[ObjT], obj: ObjT) -> bool:
         return table.index("name", obj) == self.name.lower()
 
+    def lookup(self) -> tuple[str, object]:
+        return ("name", self.name.lower())
+
 
 @dataclass(frozen=True)
 class ByRole(Selector):
@@ -105,6 +118,73 @@ class ByRole(Selector):
 
     def matches(self, table: Table[ObjT], obj: ObjT) -> bool:
         return table.index("role", obj) == self.role
+
+    def lookup(self) -> tuple[str, object]:
+        return ("role", self.role)
+
+
+@dataclass(frozen=True)
+class ByService(Selector):
+    """Tasks of one service (by service id)."""
+
+    service_id: str
+
+    def matches(self, table: Table[ObjT], obj: ObjT) -> bool:
+        return table.index("service", obj) == self.service_id
+
+    def lookup(self) -> tuple[str, object]:
+        return ("service", self.service_id)
+
+
+@dataclass(frozen=True)
+class ByNode(Selector):
+    """Tasks assigned to one node (by node id)."""
+
+    node_id: str
+
+    def matches(self, table: Table[ObjT], obj: ObjT) -> bool:
+        return table.index("node", obj) == self.node_id
+
+    def lookup(self) -> tuple[str, object]:
+        return ("node", self.node_id)
+
+
+@dataclass(frozen=True)
+class ByDesiredState(Selector):
+    """Tasks whose desired state is `state`."""
+
+    state: objects.TaskState.ValueType
+
+    def matches(self, table: Table[ObjT], obj: ObjT) -> bool:
+        return table.index("desired_state", obj) == self.state
+
+    def lookup(self) -> tuple[str, object]:
+        return ("desired_state", self.state)
+
+
+@dataclass(frozen=True)
+class ByTaskState(Selector):
+    """Tasks whose observed state is `state` (the scheduler's PENDING queue)."""
+
+    state: objects.TaskState.ValueType
+
+    def matches(self, table: Table[ObjT], obj: ObjT) -> bool:
+        return table.index("state", obj) == self.state
+
+    def lookup(self) -> tuple[str, object]:
+        return ("state", self.state)
+
+
+@dataclass(frozen=True)
+class ByReferencedFile(Selector):
+    """Services whose task spec uses the secret or config with this id."""
+
+    file_id: str
+
+    def matches(self, table: Table[ObjT], obj: ObjT) -> bool:
+        refs = table.index("files", obj)
+        assert isinstance(refs, frozenset)
+        return self.file_id in refs
 
 
 # ---- the tables: adding a kind is one entry here ---------------------------------------
@@ -122,6 +202,31 @@ def _cluster_name(cluster: objects.Cluster) -> str:
     return cluster.spec.name.lower()
 
 
+def _spec_name(obj: Any) -> str:
+    return str(obj.spec.name).lower()
+
+
+def _task_service(task: objects.Task) -> str:
+    return task.service_id
+
+
+def _task_node(task: objects.Task) -> str:
+    return task.node_id
+
+
+def _task_desired(task: objects.Task) -> object:
+    return task.desired_state
+
+
+def _task_state(task: objects.Task) -> object:
+    return task.status.state
+
+
+def _service_files(service: objects.Service) -> frozenset[str]:
+    container = service.spec.task.container
+    return frozenset(r.id for r in (*container.secrets, *container.configs))
+
+
 NODES: Final = Table(
     kind="node",
     plural="nodes",
@@ -134,7 +239,31 @@ CLUSTERS: Final = Table(
     message=objects.Cluster,
     indexes={"name": _cluster_name},
 )
-TABLES: Final[tuple[Table[Any], ...]] = (NODES, CLUSTERS)
+SERVICES: Final = Table(
+    kind="service",
+    plural="services",
+    message=objects.Service,
+    indexes={"name": _spec_name, "files": _service_files},
+)
+TASKS: Final = Table(
+    kind="task",
+    plural="tasks",
+    message=objects.Task,
+    indexes={
+        "service": _task_service,
+        "node": _task_node,
+        "desired_state": _task_desired,
+        "state": _task_state,
+    },
+    maintained=("service", "node", "desired_state", "state"),
+)
+SECRETS: Final = Table(
+    kind="secret", plural="secrets", message=objects.Secret, indexes={"name": _spec_name}
+)
+CONFIGS: Final = Table(
+    kind="config", plural="configs", message=objects.Config, indexes={"name": _spec_name}
+)
+TABLES: Final[tuple[Table[Any], ...]] = (NODES, CLUSTERS, SERVICES, TASKS, SECRETS, CONFIGS)
 BY_KIND: Final[Mapping[str, Table[Any]]] = {t.kind: t for t in TABLES}
 BY_MESSAGE: Final[Mapping[type[Any], Table[Any]]] = {t.message: t for t in TABLES}
 

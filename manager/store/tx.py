@@ -39,11 +39,44 @@ Rows = dict[str, dict[str, StoreObject]]  # kind -> id -> object
 
 
 class State:
-    """The store's rows and version; guarded by the store's lock."""
+    """The store's rows, their maintained indexes and the version; guarded by the
+    store's lock. Rows change only through `put` and `drop`, which keep the indexes."""
 
     def __init__(self) -> None:
         self.rows: Rows = {t.kind: {} for t in TABLES}
         self.version = 0
+        # kind -> index name -> value -> ids
+        self.indexes: dict[str, dict[str, dict[object, set[str]]]] = {
+            t.kind: {name: {} for name in t.maintained} for t in TABLES
+        }
+
+    def put(self, table: Table[Any], obj: StoreObject) -> None:
+        rows = self.rows[table.kind]
+        old = rows.get(obj.meta.id)
+        if old is not None:
+            self._unindex(table, old)
+        rows[obj.meta.id] = obj
+        for name, values in self.indexes[table.kind].items():
+            values.setdefault(table.index(name, obj), set()).add(obj.meta.id)
+
+    def drop(self, table: Table[Any], obj_id: str) -> StoreObject:
+        obj = self.rows[table.kind].pop(obj_id)
+        self._unindex(table, obj)
+        return obj
+
+    def ids(self, table: Table[Any], name: str, value: object) -> set[str] | None:
+        """The ids whose index `name` is `value`; None if the index is not maintained."""
+        values = self.indexes[table.kind].get(name)
+        return None if values is None else values.get(value, set())
+
+    def _unindex(self, table: Table[Any], obj: StoreObject) -> None:
+        for name, values in self.indexes[table.kind].items():
+            key = table.index(name, obj)
+            ids = values.get(key)
+            if ids is not None:
+                ids.discard(obj.meta.id)
+                if not ids:
+                    del values[key]
 
 
 class ReadTx:
@@ -68,7 +101,7 @@ class ReadTx:
     def find(self, table: Table[ObjT], *, by: Selector = ALL) -> list[ObjT]:
         """Copies of the objects `by` selects (all by default), ordered by id."""
         self._check_active()
-        found = [o for o in self._objects(table) if by.matches(table, cast(ObjT, o))]
+        found = [o for o in self._candidates(table, by) if by.matches(table, cast(ObjT, o))]
         found.sort(key=lambda o: o.meta.id)
         return [cast(ObjT, copy.deepcopy(o)) for o in found]
 
@@ -79,6 +112,15 @@ class ReadTx:
 
     def _objects(self, table: Table[Any]) -> Iterator[StoreObject]:
         return iter(self._state.rows[table.kind].values())
+
+    def _candidates(self, table: Table[Any], by: Selector) -> Iterator[StoreObject]:
+        """The stored objects `by` may select: from a maintained index, else all."""
+        key = by.lookup()
+        ids = None if key is None else self._state.ids(table, *key)
+        if ids is None:
+            return self._objects(table)
+        rows = self._state.rows[table.kind]
+        return (rows[i] for i in list(ids))
 
     def activate(self, active: bool) -> None:
         """For the store: a transaction is usable only while its function runs."""
@@ -180,8 +222,17 @@ class Tx(ReadTx):
         return super()._current(table, obj_id)
 
     def _objects(self, table: Table[Any]) -> Iterator[StoreObject]:
+        return self._with_pending(table, iter(self._state.rows[table.kind].values()))
+
+    def _candidates(self, table: Table[Any], by: Selector) -> Iterator[StoreObject]:
+        return self._with_pending(table, super()._candidates(table, by))
+
+    def _with_pending(
+        self, table: Table[Any], stored: Iterator[StoreObject]
+    ) -> Iterator[StoreObject]:
+        """`stored` as this transaction sees it: its own writes replace the rows."""
         pending = {i: o for (k, i), o in self._overlay.items() if k == table.kind}
-        for obj_id, obj in self._state.rows[table.kind].items():
-            if obj_id not in pending:
+        for obj in stored:
+            if obj.meta.id not in pending:
                 yield obj
         yield from (o for o in pending.values() if o is not None)

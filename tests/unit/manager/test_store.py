@@ -266,8 +266,8 @@ def test_watch_by_kind_and_event_copies(store: st.MemoryStore) -> None:
     first.obj.description.hostname = "mutated"
     stored = store.view(lambda tx: st.get_node(tx, "a"))
     assert stored is not None and stored.description.hostname == "host-a"
-    with pytest.raises(InvalidArgument, match="unknown kinds: service"):
-        store.watch(kinds={"service"})
+    with pytest.raises(InvalidArgument, match="unknown kinds: volume"):
+        store.watch(kinds={"volume"})
 
 
 @pytest.mark.timeout(60)

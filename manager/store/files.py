@@ -1,0 +1,65 @@
+"""Typed helpers for secrets and configs: named blobs that tasks see as files.
+
+Names are unique per kind (ignoring case). Their data is replicated with the rest of
+the store, which Raft keeps encrypted at rest (manager.keys); the control API never
+returns a secret's data.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from api import objects_pb2 as objects
+from api.errors import AlreadyExists, InvalidArgument, NotFound
+from manager.store.tables import ALL, CONFIGS, SECRETS, ByIdPrefix, ByName, Selector, Table
+from manager.store.tx import ReadTx, Tx
+
+FileT = TypeVar("FileT", objects.Secret, objects.Config)
+
+
+def find_secrets(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Secret]:
+    return tx.find(SECRETS, by=by)
+
+
+def find_configs(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Config]:
+    return tx.find(CONFIGS, by=by)
+
+
+def get_secret(tx: ReadTx, secret_id: str) -> objects.Secret | None:
+    return tx.get(SECRETS, secret_id)
+
+
+def get_config(tx: ReadTx, config_id: str) -> objects.Config | None:
+    return tx.get(CONFIGS, config_id)
+
+
+def create_file(tx: Tx, obj: objects.Secret | objects.Config) -> None:
+    """Create a secret or config; AlreadyExists if its name is taken."""
+    kind = "secret" if isinstance(obj, objects.Secret) else "config"
+    taken = (
+        find_secrets(tx, by=ByName(obj.spec.name))
+        if isinstance(obj, objects.Secret)
+        else find_configs(tx, by=ByName(obj.spec.name))
+    )
+    if taken:
+        raise AlreadyExists(f"{kind} {obj.spec.name} already exists")
+    tx.create(obj)
+
+
+def delete_file(tx: Tx, table: Table[FileT], obj_id: str) -> None:
+    tx.delete(table, obj_id)
+
+
+def resolve_file(tx: ReadTx, table: Table[FileT], ref: str) -> FileT:
+    """The secret or config `ref` names: id, else name, else a unique id prefix."""
+    obj = tx.get(table, ref) if ref else None
+    if obj is not None:
+        return obj
+    matches = tx.find(table, by=ByName(ref)) if ref else []
+    if ref and not matches:
+        matches = tx.find(table, by=ByIdPrefix(ref))
+    if not matches:
+        raise NotFound(f"{table.kind} {ref} not found")
+    if len(matches) > 1:
+        raise InvalidArgument(f"{table.kind} {ref} is ambiguous ({len(matches)} matches found)")
+    return matches[0]

@@ -1,0 +1,87 @@
+"""Typed helpers for services and their tasks.
+
+A service's name is unique (ignoring case), as docker's is: `create_service` refuses a
+taken name inside the transaction. Tasks are found by service, node, desired state or
+observed state through the store's maintained indexes, never by a scan.
+"""
+
+from __future__ import annotations
+
+from api import objects_pb2 as objects
+from api.errors import AlreadyExists, InvalidArgument, NotFound
+from manager.store.tables import ALL, SERVICES, TASKS, ByIdPrefix, ByName, Selector
+from manager.store.tx import ReadTx, Tx
+
+
+def get_service(tx: ReadTx, service_id: str) -> objects.Service | None:
+    return tx.get(SERVICES, service_id)
+
+
+def find_services(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Service]:
+    """Services selected by All, ByName(name), ByIdPrefix(prefix) or ByReferencedFile."""
+    return tx.find(SERVICES, by=by)
+
+
+def create_service(tx: Tx, service: objects.Service) -> None:
+    if find_services(tx, by=ByName(service.spec.name)):
+        raise AlreadyExists(f"service {service.spec.name} already exists")
+    tx.create(service)
+
+
+def update_service(tx: Tx, service: objects.Service) -> None:
+    tx.update(service)
+
+
+def delete_service(tx: Tx, service_id: str) -> None:
+    tx.delete(SERVICES, service_id)
+
+
+def resolve_service(tx: ReadTx, ref: str) -> objects.Service:
+    """The service `ref` names, as docker resolves it: exact id, else name, else a
+    unique id prefix. NotFound if none matches, InvalidArgument if several do."""
+    service = get_service(tx, ref) if ref else None
+    if service is not None:
+        return service
+    matches = find_services(tx, by=ByName(ref)) if ref else []
+    if ref and not matches:
+        matches = find_services(tx, by=ByIdPrefix(ref))
+    if not matches:
+        raise NotFound(f"service {ref} not found")
+    if len(matches) > 1:
+        raise InvalidArgument(f"service {ref} is ambiguous ({len(matches)} matches found)")
+    return matches[0]
+
+
+def get_task(tx: ReadTx, task_id: str) -> objects.Task | None:
+    return tx.get(TASKS, task_id)
+
+
+def find_tasks(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Task]:
+    """Tasks selected by All, ByIdPrefix, ByService, ByNode, ByDesiredState or
+    ByTaskState."""
+    return tx.find(TASKS, by=by)
+
+
+def create_task(tx: Tx, task: objects.Task) -> None:
+    tx.create(task)
+
+
+def update_task(tx: Tx, task: objects.Task) -> None:
+    tx.update(task)
+
+
+def delete_task(tx: Tx, task_id: str) -> None:
+    tx.delete(TASKS, task_id)
+
+
+def resolve_task(tx: ReadTx, ref: str) -> objects.Task:
+    """The task with id `ref`, else the one task whose id starts with it."""
+    task = get_task(tx, ref) if ref else None
+    if task is not None:
+        return task
+    matches = find_tasks(tx, by=ByIdPrefix(ref)) if ref else []
+    if not matches:
+        raise NotFound(f"task {ref} not found")
+    if len(matches) > 1:
+        raise InvalidArgument(f"task {ref} is ambiguous ({len(matches)} matches found)")
+    return matches[0]
