@@ -755,6 +755,8 @@ class SessionMessage(_message.Message):
     HEARTBEAT_PERIOD_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
     ROOT_CA_PEM_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    LOG_SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_period: _builtins.float
     root_ca_pem: _builtins.bytes
@@ -764,6 +766,10 @@ class SessionMessage(_message.Message):
     def node(self) -> _objects_pb2.Node:
         """the node's own object: role and availability changes"""
 
+    @_builtins.property
+    def assignments(self) -> Global___AssignmentsMessage: ...
+    @_builtins.property
+    def log_subscription(self) -> Global___LogSubscription: ...
     def __init__(
         self,
         *,
@@ -772,10 +778,12 @@ class SessionMessage(_message.Message):
         heartbeat_period: _builtins.float = ...,
         node: _objects_pb2.Node | None = ...,
         root_ca_pem: _builtins.bytes = ...,
+        assignments: Global___AssignmentsMessage | None = ...,
+        log_subscription: Global___LogSubscription | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "log_subscription", b"log_subscription", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_period", b"heartbeat_period", "managers", b"managers", "node", b"node", "root_ca_pem", b"root_ca_pem", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "log_subscription", b"log_subscription", "managers", b"managers", "node", b"node", "root_ca_pem", b"root_ca_pem", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -861,30 +869,12 @@ class CertificateResponse(_message.Message):
 Global___CertificateResponse: _TypeAlias = CertificateResponse  # noqa: Y015
 
 @_typing.final
-class AssignmentsRequest(_message.Message):
-    """Assignments: the full set of the node's tasks (and the secrets and configs they
-    use) on connect, then increments. A task's desired_state tells the agent what to do.
+class AssignmentsMessage(_message.Message):
+    """Assignments ride on the session stream (one stream, so one server thread, per node):
+    the full set of the node's tasks (and the secrets and configs they use) on connect,
+    then increments. A task's desired_state tells the agent what to do.
     """
 
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SESSION_ID_FIELD_NUMBER: _builtins.int
-    session_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        session_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AssignmentsRequest: _TypeAlias = AssignmentsRequest  # noqa: Y015
-
-@_typing.final
-class AssignmentsMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FULL_FIELD_NUMBER: _builtins.int
@@ -977,8 +967,9 @@ Global___UpdateTaskStatusRequest: _TypeAlias = UpdateTaskStatusRequest  # noqa: 
 
 @_typing.final
 class LogSubscription(_message.Message):
-    """Logs: the dispatcher asks agents for task logs (LogSubscription) on the stream an
-    agent opens; the agent answers with LogMessages tagged with the subscription id.
+    """Logs: the dispatcher asks an agent for task logs with a LogSubscription on its
+    session stream; the agent answers on a PublishLogs call tagged with the subscription
+    id, which it ends when it has nothing more (or the subscription is cancelled).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

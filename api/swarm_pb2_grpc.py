@@ -1304,20 +1304,15 @@ class DispatcherStub:
                 request_serializer=api_dot_swarm__pb2.SessionRequest.SerializeToString,
                 response_deserializer=api_dot_swarm__pb2.SessionMessage.FromString,
                 _registered_method=True)
-        self.Assignments = channel.unary_stream(
-                '/pyswarm.swarm.Dispatcher/Assignments',
-                request_serializer=api_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
-                response_deserializer=api_dot_swarm__pb2.AssignmentsMessage.FromString,
-                _registered_method=True)
         self.UpdateTaskStatus = channel.unary_unary(
                 '/pyswarm.swarm.Dispatcher/UpdateTaskStatus',
                 request_serializer=api_dot_swarm__pb2.UpdateTaskStatusRequest.SerializeToString,
                 response_deserializer=api_dot_swarm__pb2.Empty.FromString,
                 _registered_method=True)
-        self.Logs = channel.stream_stream(
-                '/pyswarm.swarm.Dispatcher/Logs',
+        self.PublishLogs = channel.stream_unary(
+                '/pyswarm.swarm.Dispatcher/PublishLogs',
                 request_serializer=api_dot_swarm__pb2.LogMessage.SerializeToString,
-                response_deserializer=api_dot_swarm__pb2.LogSubscription.FromString,
+                response_deserializer=api_dot_swarm__pb2.Empty.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/pyswarm.swarm.Dispatcher/Heartbeat',
@@ -1340,19 +1335,13 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Assignments(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def UpdateTaskStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Logs(self, request_iterator, context):
+    def PublishLogs(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1378,20 +1367,15 @@ def add_DispatcherServicer_to_server(servicer, server):
                     request_deserializer=api_dot_swarm__pb2.SessionRequest.FromString,
                     response_serializer=api_dot_swarm__pb2.SessionMessage.SerializeToString,
             ),
-            'Assignments': grpc.unary_stream_rpc_method_handler(
-                    servicer.Assignments,
-                    request_deserializer=api_dot_swarm__pb2.AssignmentsRequest.FromString,
-                    response_serializer=api_dot_swarm__pb2.AssignmentsMessage.SerializeToString,
-            ),
             'UpdateTaskStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateTaskStatus,
                     request_deserializer=api_dot_swarm__pb2.UpdateTaskStatusRequest.FromString,
                     response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
             ),
-            'Logs': grpc.stream_stream_rpc_method_handler(
-                    servicer.Logs,
+            'PublishLogs': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishLogs,
                     request_deserializer=api_dot_swarm__pb2.LogMessage.FromString,
-                    response_serializer=api_dot_swarm__pb2.LogSubscription.SerializeToString,
+                    response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -1442,33 +1426,6 @@ class Dispatcher:
             _registered_method=True)
 
     @staticmethod
-    def Assignments(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/pyswarm.swarm.Dispatcher/Assignments',
-            api_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
-            api_dot_swarm__pb2.AssignmentsMessage.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def UpdateTaskStatus(request,
             target,
             options=(),
@@ -1496,7 +1453,7 @@ class Dispatcher:
             _registered_method=True)
 
     @staticmethod
-    def Logs(request_iterator,
+    def PublishLogs(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -1506,12 +1463,12 @@ class Dispatcher:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_stream(
+        return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/pyswarm.swarm.Dispatcher/Logs',
+            '/pyswarm.swarm.Dispatcher/PublishLogs',
             api_dot_swarm__pb2.LogMessage.SerializeToString,
-            api_dot_swarm__pb2.LogSubscription.FromString,
+            api_dot_swarm__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

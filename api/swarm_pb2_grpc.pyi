@@ -329,9 +329,8 @@ class DispatcherStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DispatcherAsyncStub: ...
     Session: _grpc.UnaryStreamMultiCallable[_swarm_pb2.SessionRequest, _swarm_pb2.SessionMessage]
-    Assignments: _grpc.UnaryStreamMultiCallable[_swarm_pb2.AssignmentsRequest, _swarm_pb2.AssignmentsMessage]
     UpdateTaskStatus: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.UpdateTaskStatusRequest, _swarm_pb2.Empty]
-    Logs: _grpc.StreamStreamMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.LogSubscription]
+    PublishLogs: _grpc.StreamUnaryMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.Empty]
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.HeartbeatRequest, _swarm_pb2.HeartbeatResponse]
     RenewCertificate: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.CertificateRequest, _swarm_pb2.CertificateResponse]
 
@@ -339,9 +338,8 @@ class DispatcherStub:
 class DispatcherAsyncStub(DispatcherStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Session: _aio.UnaryStreamMultiCallable[_swarm_pb2.SessionRequest, _swarm_pb2.SessionMessage]  # type: ignore[assignment]
-    Assignments: _aio.UnaryStreamMultiCallable[_swarm_pb2.AssignmentsRequest, _swarm_pb2.AssignmentsMessage]  # type: ignore[assignment]
     UpdateTaskStatus: _aio.UnaryUnaryMultiCallable[_swarm_pb2.UpdateTaskStatusRequest, _swarm_pb2.Empty]  # type: ignore[assignment]
-    Logs: _aio.StreamStreamMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.LogSubscription]  # type: ignore[assignment]
+    PublishLogs: _aio.StreamUnaryMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.Empty]  # type: ignore[assignment]
     Heartbeat: _aio.UnaryUnaryMultiCallable[_swarm_pb2.HeartbeatRequest, _swarm_pb2.HeartbeatResponse]  # type: ignore[assignment]
     RenewCertificate: _aio.UnaryUnaryMultiCallable[_swarm_pb2.CertificateRequest, _swarm_pb2.CertificateResponse]  # type: ignore[assignment]
 
@@ -354,13 +352,6 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_swarm_pb2.SessionMessage], _abc.AsyncIterator[_swarm_pb2.SessionMessage]]: ...
 
     @_abc_1.abstractmethod
-    def Assignments(
-        self,
-        request: _swarm_pb2.AssignmentsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_swarm_pb2.AssignmentsMessage], _abc.AsyncIterator[_swarm_pb2.AssignmentsMessage]]: ...
-
-    @_abc_1.abstractmethod
     def UpdateTaskStatus(
         self,
         request: _swarm_pb2.UpdateTaskStatusRequest,
@@ -368,11 +359,11 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
 
     @_abc_1.abstractmethod
-    def Logs(
+    def PublishLogs(
         self,
         request_iterator: _MaybeAsyncIterator[_swarm_pb2.LogMessage],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_swarm_pb2.LogSubscription], _abc.AsyncIterator[_swarm_pb2.LogSubscription]]: ...
+    ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
 
     @_abc_1.abstractmethod
     def Heartbeat(

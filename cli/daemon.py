@@ -145,6 +145,7 @@ def run_daemon(
         data_root,
         hostname=hostname or socket.gethostname(),
         registry_cas=options.registry_cas,
+        engine=engine,
     )
     swarm_pb2_grpc.add_SwarmServicer_to_server(swarm_node, server)
     swarm_pb2_grpc.add_ControlServicer_to_server(LocalControl(swarm_node), server)

@@ -3,6 +3,7 @@ that says why not (not in a swarm, a worker, or a locked manager)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -59,3 +60,85 @@ class LocalControl(swarm_grpc.ControlServicer):
     @rpc
     def GetUnlockKey(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.UnlockKey:
         return self._target().GetUnlockKey(request, context)
+
+    @rpc
+    def CreateService(
+        self, request: swarm.CreateServiceRequest, context: grpc.ServicerContext
+    ) -> objects.Service:
+        return self._target().CreateService(request, context)
+
+    @rpc
+    def GetService(
+        self, request: swarm.ServiceRef, context: grpc.ServicerContext
+    ) -> objects.Service:
+        return self._target().GetService(request, context)
+
+    @rpc
+    def ListServices(
+        self, request: swarm.Empty, context: grpc.ServicerContext
+    ) -> swarm.ServiceList:
+        return self._target().ListServices(request, context)
+
+    @rpc
+    def UpdateService(
+        self, request: swarm.UpdateServiceRequest, context: grpc.ServicerContext
+    ) -> objects.Service:
+        return self._target().UpdateService(request, context)
+
+    @rpc
+    def RemoveService(
+        self, request: swarm.ServiceRef, context: grpc.ServicerContext
+    ) -> swarm.Empty:
+        return self._target().RemoveService(request, context)
+
+    @rpc
+    def ListTasks(
+        self, request: swarm.ListTasksRequest, context: grpc.ServicerContext
+    ) -> swarm.TaskList:
+        return self._target().ListTasks(request, context)
+
+    @rpc
+    def GetTask(self, request: swarm.TaskRef, context: grpc.ServicerContext) -> objects.Task:
+        return self._target().GetTask(request, context)
+
+    @rpc
+    def CreateSecret(
+        self, request: objects.SecretSpec, context: grpc.ServicerContext
+    ) -> objects.Secret:
+        return self._target().CreateSecret(request, context)
+
+    @rpc
+    def GetSecret(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> objects.Secret:
+        return self._target().GetSecret(request, context)
+
+    @rpc
+    def ListSecrets(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.SecretList:
+        return self._target().ListSecrets(request, context)
+
+    @rpc
+    def RemoveSecret(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> swarm.Empty:
+        return self._target().RemoveSecret(request, context)
+
+    @rpc
+    def CreateConfig(
+        self, request: objects.SecretSpec, context: grpc.ServicerContext
+    ) -> objects.Config:
+        return self._target().CreateConfig(request, context)
+
+    @rpc
+    def GetConfig(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> objects.Config:
+        return self._target().GetConfig(request, context)
+
+    @rpc
+    def ListConfigs(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.ConfigList:
+        return self._target().ListConfigs(request, context)
+
+    @rpc
+    def RemoveConfig(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> swarm.Empty:
+        return self._target().RemoveConfig(request, context)
+
+    @rpc
+    def ServiceLogs(
+        self, request: swarm.ServiceLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[swarm.LogMessage]:
+        yield from self._target().ServiceLogs(request, context)

@@ -17,6 +17,7 @@ its manager, deletes the Raft data and renews its certificate as a worker.
 from __future__ import annotations
 
 import hashlib
+import functools
 import json
 import logging
 import secrets
@@ -29,7 +30,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
+from agent.engine import Engine
 from agent.swarm.agent import SwarmAgent, leader_hint, wait_connected
+from agent.swarm.worker import Worker
+from cli import swarmtasks
 from agent.swarm.join import join as join_swarm
 from agent.swarm.join import split_addr
 from api import objects_pb2 as objects
@@ -102,9 +106,16 @@ class Addresses(NamedTuple):
 
 class SwarmNode(swarm_grpc.SwarmServicer):
     def __init__(
-        self, data_root: Path, *, hostname: str, registry_cas: dict[str, bytes] | None = None
+        self,
+        data_root: Path,
+        *,
+        hostname: str,
+        registry_cas: dict[str, bytes] | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.dir = data_root / "swarm"
+        self.engine = engine  # runs this node's tasks (None: a control-plane-only node)
+        self.worker: Worker | None = None
         self.hostname = hostname
         # The engine's per-registry CAs: the managers' registries are trusted with the
         # cluster CA for as long as this node is in the swarm.
@@ -154,6 +165,9 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             if self.agent is not None:
                 self.agent.stop()
                 self.agent = None
+            if self.worker is not None:
+                self.worker.stop()  # containers keep running (live restore)
+                self.worker = None
             if self.manager is not None:
                 self.manager.close()
                 self.manager = None
@@ -166,6 +180,12 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             credentials=self.credentials,
             keys=keys,
         )
+        if self.engine is not None:
+            manager.services.image_resolver = functools.partial(
+                swarmtasks.pin_image,
+                self.engine,
+                registry=f"{self.state['advertise_host']}:{REGISTRY_PORT}",
+            )
         manager.start(peers=self.state.get("raft_peers", []), force_new_cluster=force, join=join)
         self.manager = manager
         return manager
@@ -179,7 +199,14 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             description=node_description(self.hostname),
             on_node=self._on_node,
             on_managers=self._on_managers,
+            logs=None
+            if self.engine is None
+            else swarmtasks.log_source(self.engine, self.state["node_id"]),
         )
+        if self.engine is not None:
+            self.worker = swarmtasks.start_worker(
+                self.engine, agent, node_id=self.state["node_id"], hostname=self.hostname
+            )
         agent.start()
         self.agent = agent
 

@@ -9,6 +9,7 @@ read; a stale one fails with "update out of sequence" (the store refuses it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -22,6 +23,7 @@ from api.rpc import rpc
 from manager import auth
 from manager import store as st
 from manager.quorum import check_demotion
+from manager.servicelogs import service_logs
 
 if TYPE_CHECKING:
     from manager.manager import Manager
@@ -162,6 +164,117 @@ class ControlServicer(swarm_grpc.ControlServicer):
         self._check(context)
         self.manager.read_barrier()
         return swarm.UnlockKey(key=self.manager.cluster().unlock_key.decode())
+
+    # ---- services, tasks, secrets, configs (manager.servicecontrol) ------------------
+
+    @rpc
+    def CreateService(
+        self, request: swarm.CreateServiceRequest, context: grpc.ServicerContext
+    ) -> objects.Service:
+        self._check(context)
+        return self.manager.services.create_service(request.spec)
+
+    @rpc
+    def GetService(
+        self, request: swarm.ServiceRef, context: grpc.ServicerContext
+    ) -> objects.Service:
+        self._check(context)
+        self.manager.read_barrier()
+        return self.manager.services.get_service(request.service)
+
+    @rpc
+    def ListServices(
+        self, request: swarm.Empty, context: grpc.ServicerContext
+    ) -> swarm.ServiceList:
+        self._check(context)
+        self.manager.read_barrier()
+        return swarm.ServiceList(services=self.manager.services.list_services())
+
+    @rpc
+    def UpdateService(
+        self, request: swarm.UpdateServiceRequest, context: grpc.ServicerContext
+    ) -> objects.Service:
+        self._check(context)
+        return self.manager.services.update_service(request)
+
+    @rpc
+    def RemoveService(
+        self, request: swarm.ServiceRef, context: grpc.ServicerContext
+    ) -> swarm.Empty:
+        self._check(context)
+        self.manager.services.remove_service(request.service)
+        return swarm.Empty()
+
+    @rpc
+    def ListTasks(
+        self, request: swarm.ListTasksRequest, context: grpc.ServicerContext
+    ) -> swarm.TaskList:
+        self._check(context)
+        self.manager.read_barrier()
+        return swarm.TaskList(tasks=self.manager.services.list_tasks(request))
+
+    @rpc
+    def GetTask(self, request: swarm.TaskRef, context: grpc.ServicerContext) -> objects.Task:
+        self._check(context)
+        self.manager.read_barrier()
+        return self.manager.services.get_task(request.task)
+
+    @rpc
+    def ServiceLogs(
+        self, request: swarm.ServiceLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[swarm.LogMessage]:
+        self._check(context)
+        yield from service_logs(self.manager, request, context)
+
+    @rpc
+    def CreateSecret(
+        self, request: objects.SecretSpec, context: grpc.ServicerContext
+    ) -> objects.Secret:
+        self._check(context)
+        return self.manager.services.create_secret(request)
+
+    @rpc
+    def GetSecret(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> objects.Secret:
+        self._check(context)
+        self.manager.read_barrier()
+        return self.manager.services.get_secret(request.ref)
+
+    @rpc
+    def ListSecrets(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.SecretList:
+        self._check(context)
+        self.manager.read_barrier()
+        return swarm.SecretList(secrets=self.manager.services.list_secrets())
+
+    @rpc
+    def RemoveSecret(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> swarm.Empty:
+        self._check(context)
+        self.manager.services.remove_secret(request.ref)
+        return swarm.Empty()
+
+    @rpc
+    def CreateConfig(
+        self, request: objects.SecretSpec, context: grpc.ServicerContext
+    ) -> objects.Config:
+        self._check(context)
+        return self.manager.services.create_config(request)
+
+    @rpc
+    def GetConfig(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> objects.Config:
+        self._check(context)
+        self.manager.read_barrier()
+        return self.manager.services.get_config(request.ref)
+
+    @rpc
+    def ListConfigs(self, request: swarm.Empty, context: grpc.ServicerContext) -> swarm.ConfigList:
+        self._check(context)
+        self.manager.read_barrier()
+        return swarm.ConfigList(configs=self.manager.services.list_configs())
+
+    @rpc
+    def RemoveConfig(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> swarm.Empty:
+        self._check(context)
+        self.manager.services.remove_config(request.ref)
+        return swarm.Empty()
 
 
 def new_unlock_key() -> bytes:

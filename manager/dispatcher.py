@@ -15,6 +15,7 @@ never written to the store: only transitions (READY, UNKNOWN, DOWN) are.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import secrets
@@ -33,6 +34,9 @@ from api.errors import NotFound, SequenceConflict, Unavailable
 from api.rpc import rpc
 from manager import auth
 from manager import store as st
+from manager.assignments import Changes, add_files, files_of, full_set
+from manager.logbroker import LogBroker
+from manager.taskstatus import StatusBatcher
 
 if TYPE_CHECKING:
     from manager.manager import Manager
@@ -49,6 +53,10 @@ class AgentSession:
     node_id: str
     deadline: float
     outbox: queue.Queue[swarm.SessionMessage | None] = field(default_factory=queue.Queue)
+    # The store version its full set of assignments was taken at; None until then
+    # (increments wait for it, see manager.assignments).
+    full_version: int | None = None
+    files: set[str] = field(default_factory=set)  # secrets and configs it was sent
 
 
 class Dispatcher(swarm_grpc.DispatcherServicer):
@@ -60,6 +68,8 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._since = 0.0
+        self.statuses = StatusBatcher(manager.store)
+        self.logs = LogBroker(self.send)
 
     # ---- leadership ------------------------------------------------------------
 
@@ -73,6 +83,7 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         ]
         for thread in self._threads:
             thread.start()
+        self.statuses.start()
         self._mark_unknown()
 
     def _mark_unknown(self) -> None:
@@ -96,6 +107,7 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
     def stop_leading(self) -> None:
         self._leading.clear()
         self._stop.set()
+        self.statuses.stop()
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
@@ -150,7 +162,11 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
                 description=request.description,
                 addr=request.addr or peer_host(context),
             )
-            yield self._message(session, node)
+            first = self._message(session, node)
+            with self._lock:
+                full = self._full_set(session)
+            first.assignments.CopyFrom(full)
+            yield first
             while context.is_active() and self._leading.is_set():
                 try:
                     message = session.outbox.get(timeout=1.0)
@@ -161,13 +177,16 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
                 yield message
         finally:
             with self._lock:
-                if self._sessions.get(node_id) is session:
+                lost = self._sessions.get(node_id) is session
+                if lost:
                     del self._sessions[node_id]
                     # The stream broke without a clean end: heartbeats decide. Keep the
                     # deadline by leaving a tombstone session that expires on its own.
                     self._sessions[node_id] = AgentSession(
                         id="", node_id=node_id, deadline=session.deadline
                     )
+            if lost:
+                self.logs.node_lost(node_id)
 
     @rpc
     def Heartbeat(
@@ -181,6 +200,37 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
                 raise NotFound("session invalid: start a new session")
             session.deadline = time.monotonic() + MISSED_HEARTBEATS * period
         return swarm.HeartbeatResponse(period=period)
+
+    @rpc
+    def UpdateTaskStatus(
+        self, request: swarm.UpdateTaskStatusRequest, context: grpc.ServicerContext
+    ) -> swarm.Empty:
+        node_id = self._agent(context)
+        with self._lock:
+            session = self._sessions.get(node_id)
+            if session is None or not request.session_id or session.id != request.session_id:
+                raise NotFound("session invalid: start a new session")
+        self.statuses.report(node_id, [(u.task_id, u.status) for u in request.updates])
+        return swarm.Empty()
+
+    @rpc
+    def PublishLogs(
+        self, request_iterator: Iterator[swarm.LogMessage], context: grpc.ServicerContext
+    ) -> swarm.Empty:
+        node_id = self._agent(context)
+        for message in request_iterator:
+            if not self.logs.publish(node_id, message):
+                break  # the reader went away: the agent stops when this call ends
+        return swarm.Empty()
+
+    def send(self, node_id: str, message: swarm.SessionMessage) -> bool:
+        """Put a message on a node's session stream; False if it has no live session."""
+        with self._lock:
+            session = self._sessions.get(node_id)
+            if session is None or not session.id:
+                return False
+            session.outbox.put(message)
+            return True
 
     @rpc
     def RenewCertificate(
@@ -215,26 +265,83 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         return self.manager.store.view(lambda tx: st.get_node(tx, node_id))
 
     def _watch_loop(self) -> None:
-        """Push a node what its agent acts on (its role and availability), and a changed
-        manager list to everyone. Other changes (labels, status) are not sent: at
-        thousands of writes a second each would cost a message."""
-        watch = self.manager.store.watch(kinds={"node"})
-        try:
-            while not self._stop.is_set():
-                event = watch.get(timeout=0.5)
-                if event is None or not isinstance(event, st.Event):
+        """Push a node what its agent acts on: its role and availability, its task
+        assignments (manager.assignments), and a changed manager list to everyone.
+        Other changes (labels, status) are not sent: at thousands of writes a second
+        each would cost a message."""
+        while not self._stop.is_set():
+            watch = self.manager.store.watch(kinds={"node", "task"}, maxsize=1_000_000)
+            try:
+                self._resync()
+                self._follow(watch)
+            except st.WatchClosed:
+                log.info("dispatcher fell behind the store: sending full sets again")
+            finally:
+                watch.close()
+
+    def _follow(self, watch: st.Watch) -> None:
+        changes = Changes()
+        while not self._stop.is_set():
+            event = watch.get(timeout=0.5)
+            if isinstance(event, st.Reset):
+                self._resync()
+                changes = Changes()
+            elif isinstance(event, st.Commit):
+                self._flush(changes, event.version)
+                changes = Changes()
+            elif isinstance(event, st.Event) and event.kind == "task":
+                changes.add(event)
+            elif isinstance(event, st.Event):
+                self._node_event(event)
+
+    def _node_event(self, event: st.Event) -> None:
+        node, old = event.obj, event.old
+        assert isinstance(node, objects.Node)
+        assert old is None or isinstance(old, objects.Node)
+        if event.action == "remove":
+            self._end_session(node.meta.id)
+        if managers_changed(event.action, node, old):
+            self._push(None)
+        elif old is not None and agent_relevant(node) != agent_relevant(old):
+            self._push(node.meta.id)
+
+    def _full_set(self, session: AgentSession) -> swarm.AssignmentsMessage:
+        """The session's full set, now; the caller holds `_lock` (so no increment for a
+        later batch can be queued before it)."""
+
+        def read(tx: st.ReadTx) -> tuple[swarm.AssignmentsMessage, set[str], int]:
+            message, files = full_set(tx, session.node_id)
+            return message, files, tx.version
+
+        message, session.files, session.full_version = self.manager.store.view(read)
+        return message
+
+    def _resync(self) -> None:
+        with self._lock:
+            for session in self._sessions.values():
+                if session.id and session.full_version is not None:
+                    session.outbox.put(swarm.SessionMessage(assignments=self._full_set(session)))
+
+    def _flush(self, changes: Changes, version: int) -> None:
+        nodes = changes.nodes()
+        if not nodes:
+            return
+        with self._lock:
+            for node_id in nodes:
+                session = self._sessions.get(node_id)
+                if session is None or not session.id or session.full_version is None:
                     continue
-                node, old = event.obj, event.old
-                assert isinstance(node, objects.Node)
-                assert old is None or isinstance(old, objects.Node)
-                if event.action == "remove":
-                    self._end_session(node.meta.id)
-                if managers_changed(event.action, node, old):
-                    self._push(None)
-                elif old is not None and agent_relevant(node) != agent_relevant(old):
-                    self._push(node.meta.id)
-        finally:
-            watch.close()
+                if session.full_version >= version:
+                    continue  # its full set already holds this batch
+                message = changes.message(node_id)
+                needed = [f for t in message.tasks for f in files_of(t)]
+                if any(f not in session.files for f in needed):
+                    self.manager.store.view(
+                        functools.partial(
+                            add_files, message=message, ids=needed, sent=session.files
+                        )
+                    )
+                session.outbox.put(swarm.SessionMessage(assignments=message))
 
     def _end_session(self, node_id: str) -> None:
         with self._lock:

@@ -109,7 +109,9 @@ class Manager:
         from manager.dispatcher import Dispatcher
         from manager.membership import MembershipServicer
         from manager.nodeca import NodeCAServicer
+        from manager.pipeline import Pipeline
         from manager.roles import RoleManager
+        from manager.servicecontrol import Services
 
         self.node_id = node_id
         self.state_dir = state_dir
@@ -123,6 +125,8 @@ class Manager:
         self.raft: RaftNode | None = None
         self.dispatcher = Dispatcher(self)
         self.roles = RoleManager(self)
+        self.services = Services(self.store, clock=clock)
+        self.pipeline = Pipeline(self.store)
         self.control = ControlServicer(self, authorize=True)
         self.local_control = ControlServicer(self, authorize=False)
         self._membership = MembershipServicer(self)
@@ -173,8 +177,9 @@ class Manager:
 
     def _serve(self) -> None:
         cluster = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="cluster"),
-            maximum_concurrent_rpcs=4096,
+            # A session stream holds a thread for its node's life: room for 1,000+ nodes.
+            futures.ThreadPoolExecutor(max_workers=2048, thread_name_prefix="cluster"),
+            maximum_concurrent_rpcs=8192,
         )
         swarm_grpc.add_ControlServicer_to_server(self.control, cluster)
         swarm_grpc.add_DispatcherServicer_to_server(self.dispatcher, cluster)
@@ -274,7 +279,9 @@ class Manager:
             if is_leader:
                 self.dispatcher.start_leading()
                 self.roles.start()
+                self.pipeline.start()
             else:
+                self.pipeline.stop()
                 self.roles.stop()
                 self.dispatcher.stop_leading()
 

@@ -7,6 +7,12 @@ messages carry the node's own object — role and availability changes arrive th
 way and are handed to `on_node` — and the list of managers, handed to
 `on_managers` so a restart knows whom to dial.
 
+Task assignments ride on the same stream and go to the task worker (`tasks`); the
+worker's status reports are sent back with UpdateTaskStatus on the current session, and
+all of them again at the start of every session (a new leader may have missed some).
+Log subscriptions also arrive on the stream; each is answered on its own PublishLogs
+call from `logs`, until it ends or is cancelled.
+
 Certificates are renewed at a random point between 50% and 80% of their life, and
 at once when the node's role changes (the new certificate carries the new role).
 Renewal makes a new key and CSR; the old certificate stays in use until the new one
@@ -19,9 +25,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -33,6 +39,18 @@ from api.credentials import NodeCredentials
 
 log = logging.getLogger(__name__)
 RETRY_DELAY = 0.2
+StatusUpdates = list[tuple[str, objects.TaskStatus]]
+
+
+class TaskRunner(Protocol):
+    """The node's task worker (agent.swarm.worker.Worker)."""
+
+    def apply(self, message: swarm.AssignmentsMessage) -> None: ...
+    def statuses(self) -> dict[str, objects.TaskStatus]: ...
+
+
+# (subscription, stop) → the subscription's log messages, ending when done or stopped
+LogSource = Callable[[swarm.LogSubscription, threading.Event], Iterator[swarm.LogMessage]]
 
 
 class SwarmAgent:
@@ -46,6 +64,7 @@ class SwarmAgent:
         on_node: Callable[[objects.Node], None],
         on_managers: Callable[[list[str]], None],
         rng: random.Random | None = None,
+        logs: LogSource | None = None,
     ) -> None:
         self.credentials = credentials
         self.managers = list(managers)
@@ -60,6 +79,12 @@ class SwarmAgent:
         self._call: Any = None
         self._channel: tuple[str, int, grpc.Channel] | None = None
         self._threads: list[threading.Thread] = []
+        self.tasks: TaskRunner | None = None  # set once the worker exists
+        self.logs = logs
+        self._current: tuple[swarm_grpc.DispatcherStub, str] | None = None
+        self._send_lock = threading.Lock()
+        self._unsent: dict[str, objects.TaskStatus] = {}
+        self._log_streams: dict[str, threading.Event] = {}
 
     def start(self) -> None:
         self._threads = [
@@ -132,6 +157,7 @@ class SwarmAgent:
             for message in call:
                 if beat is None:
                     self._leader_hint = addr
+                    self._current = (stub, message.session_id)
                     self.connected.set()
                     log.info("session with the leader at %s", addr)
                     beat = threading.Thread(
@@ -142,7 +168,10 @@ class SwarmAgent:
                     )
                     beat.start()
                 self._handle(message)
+                if beat is not None and message.HasField("assignments"):
+                    self._resend_all()
         finally:
+            self._current = None
             call.cancel()
             if beat is not None:
                 beat.join(timeout=5)
@@ -168,6 +197,76 @@ class SwarmAgent:
             self.on_managers(managers)
         if message.HasField("node"):
             self.on_node(message.node)
+        if message.HasField("assignments") and self.tasks is not None:
+            self.tasks.apply(message.assignments)
+        if message.HasField("log_subscription"):
+            self._subscription(message.log_subscription)
+
+    # ---- task status -----------------------------------------------------------------
+
+    def report(self, updates: StatusUpdates) -> None:
+        """The worker's status changes, to the leader; kept and sent again on failure."""
+        with self._send_lock:
+            for task_id, status in updates:
+                self._unsent[task_id] = status
+            self._send_unsent()
+
+    def _resend_all(self) -> None:
+        if self.tasks is not None:
+            self.report(list(self.tasks.statuses().items()))
+
+    def _send_unsent(self) -> None:
+        session = self._current
+        if session is None or not self._unsent:
+            return
+        stub, session_id = session
+        updates = [
+            swarm.TaskStatusUpdate(task_id=task_id, status=status)
+            for task_id, status in self._unsent.items()
+        ]
+        try:
+            stub.UpdateTaskStatus(
+                swarm.UpdateTaskStatusRequest(session_id=session_id, updates=updates), timeout=10
+            )
+        except grpc.RpcError as exc:
+            log.info("task status not sent (sent again later): %s", describe(exc))
+            return
+        self._unsent.clear()
+
+    # ---- logs ------------------------------------------------------------------------
+
+    def _subscription(self, sub: swarm.LogSubscription) -> None:
+        if sub.cancel:
+            stop = self._log_streams.pop(sub.id, None)
+            if stop is not None:
+                stop.set()
+            return
+        session = self._current
+        if self.logs is None or session is None:
+            return
+        stop = threading.Event()
+        self._log_streams[sub.id] = stop
+        threading.Thread(
+            target=self._publish_logs, args=(session[0], sub, stop), name="logs", daemon=True
+        ).start()
+
+    def _publish_logs(
+        self, stub: swarm_grpc.DispatcherStub, sub: swarm.LogSubscription, stop: threading.Event
+    ) -> None:
+        assert self.logs is not None
+        source = self.logs
+
+        def messages() -> Iterator[swarm.LogMessage]:
+            yield from source(sub, stop)
+            yield swarm.LogMessage(subscription_id=sub.id, end=True)
+
+        try:
+            stub.PublishLogs(messages())
+        except grpc.RpcError as exc:
+            log.debug("log stream %s ended: %s", sub.id, describe(exc))
+        finally:
+            stop.set()
+            self._log_streams.pop(sub.id, None)
 
     # ---- certificates --------------------------------------------------------------
 

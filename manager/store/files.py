@@ -7,14 +7,12 @@ returns a secret's data.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any
 
 from api import objects_pb2 as objects
 from api.errors import AlreadyExists, InvalidArgument, NotFound
 from manager.store.tables import ALL, CONFIGS, SECRETS, ByIdPrefix, ByName, Selector, Table
 from manager.store.tx import ReadTx, Tx
-
-FileT = TypeVar("FileT", objects.Secret, objects.Config)
 
 
 def find_secrets(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Secret]:
@@ -46,11 +44,11 @@ def create_file(tx: Tx, obj: objects.Secret | objects.Config) -> None:
     tx.create(obj)
 
 
-def delete_file(tx: Tx, table: Table[FileT], obj_id: str) -> None:
+def delete_file(tx: Tx, table: Table[Any], obj_id: str) -> None:
     tx.delete(table, obj_id)
 
 
-def resolve_file(tx: ReadTx, table: Table[FileT], ref: str) -> FileT:
+def resolve_file(tx: ReadTx, table: Table[Any], ref: str) -> Any:
     """The secret or config `ref` names: id, else name, else a unique id prefix."""
     obj = tx.get(table, ref) if ref else None
     if obj is not None:

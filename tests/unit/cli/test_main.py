@@ -44,7 +44,13 @@ def test_main_imports_only_click_and_the_standard_library():
     }
 
 
-DAEMON_WIRING = ("daemon.py", "swarmnode.py", "localcontrol.py", "hostfacts.py")
+DAEMON_WIRING = (
+    "daemon.py",
+    "swarmnode.py",
+    "localcontrol.py",
+    "hostfacts.py",
+    "swarmtasks.py",
+)
 
 
 def test_grpc_and_api_are_imported_inside_functions_only():
