@@ -168,6 +168,9 @@ ROOT_COMMANDS = {
     "registry": Entry(f"{REGISTRY}:registry", "Run an image registry", MANAGEMENT),
     "swarm": Entry("cli.commands.swarm:swarm", "Manage swarm", MANAGEMENT),
     "node": Entry("cli.commands.node:node", "Manage Swarm nodes", MANAGEMENT),
+    "service": Entry("cli.commands.service:service", "Manage Swarm services", MANAGEMENT),
+    "secret": Entry("cli.commands.secret:secret", "Manage Swarm secrets", MANAGEMENT),
+    "config": Entry("cli.commands.config:config", "Manage Swarm configs", MANAGEMENT),
     "ps": Entry(f"{CONTAINERS}:ps", "List containers"),
     **{
         name: CONTAINER_COMMANDS[name]
@@ -187,6 +190,7 @@ ROOT_COMMANDS = {
     "info": Entry(f"{SYSTEM}:info", "Display system-wide information"),
     "daemon": Entry("cli.daemon:daemon", "Run the pyswarm daemon on this host"),
     "lab": Entry("cli.commands.lab:lab", "Run a lab of pyswarm hosts on this machine", MANAGEMENT),
+    "nodesim": Entry("cli.commands.nodesim:nodesim", "Run simulated swarm nodes (scale tests)"),
 }
 
 

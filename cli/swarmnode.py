@@ -16,8 +16,8 @@ its manager, deletes the Raft data and renews its certificate as a worker.
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import json
 import logging
 import secrets
@@ -32,10 +32,9 @@ import grpc
 
 from agent.engine import Engine
 from agent.swarm.agent import SwarmAgent, leader_hint, wait_connected
-from agent.swarm.worker import Worker
-from cli import swarmtasks
 from agent.swarm.join import join as join_swarm
 from agent.swarm.join import split_addr
+from agent.swarm.worker import Worker
 from api import objects_pb2 as objects
 from api import pki, ports
 from api import swarm_pb2 as swarm
@@ -43,6 +42,7 @@ from api import swarm_pb2_grpc as swarm_grpc
 from api.credentials import NodeCredentials, write_atomic
 from api.errors import Conflict, InvalidArgument, PyswarmError, Unavailable
 from api.rpc import rpc
+from cli import swarmtasks
 from cli.hostfacts import default_advertise_host, node_description
 from manager import store as st
 from manager.ca import RootCA

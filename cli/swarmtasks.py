@@ -17,8 +17,8 @@ from agent.images.reference import parse_reference
 from agent.registry.service import push
 from agent.swarm.agent import LogSource, SwarmAgent
 from agent.swarm.container import EngineExecutor
-from agent.swarm.worker import Worker
 from agent.swarm.tasklogs import task_logs
+from agent.swarm.worker import Worker
 from api import engine_pb2
 from api import swarm_pb2 as swarm
 from api.errors import NotFound, PyswarmError

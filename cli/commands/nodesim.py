@@ -15,7 +15,9 @@ from cli.main import CommandFailure
 @click.command()
 @click.option("--manager", "manager", required=True, help="A manager's HOST:PORT.")
 @click.option("--token", required=True, help="A worker join token.")
-@click.option("--nodes", default=100, show_default=True, type=click.IntRange(1, 5000))
+@click.option(
+    "--nodes", default=100, show_default=True, type=click.IntRange(1, 5000), help="How many."
+)
 @click.option("--prefix", default="sim", show_default=True, help="Hostname prefix.")
 @click.option(
     "--state-dir", type=click.Path(path_type=Path), help="Where the nodes' certificates go."

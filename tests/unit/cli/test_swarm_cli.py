@@ -196,7 +196,7 @@ def daemon() -> Iterator[State]:
     state = State()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     swarm_pb2_grpc.add_SwarmServicer_to_server(FakeSwarm(state), server)
-    swarm_pb2_grpc.add_ControlServicer_to_server(FakeControl(state), server)
+    swarm_pb2_grpc.add_ControlServicer_to_server(FakeControl(state), server)  # type: ignore[abstract]
     sock = directory / "d.sock"
     server.add_insecure_port(f"unix://{sock}")
     server.start()
