@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from api import objects_pb2 as objects
 from api import swarm_pb2 as swarm

@@ -68,7 +68,11 @@ def _forward(
     if addr is None:
         raise Unavailable("the swarm does not have a leader")
     call = swarm_grpc.ControlStub(manager.peers.get(addr)).ServiceLogs(request)
-    context.add_callback(lambda: None if call.cancel() else None)
+
+    def cancel() -> None:
+        call.cancel()  # the reader went away: end the leader's stream too
+
+    context.add_callback(cancel)
     try:
         yield from call
     except grpc.RpcError as exc:
