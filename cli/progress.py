@@ -113,9 +113,14 @@ class Renderer:
     # ---- per mode ----
 
     def _replicated(self, snap: Snapshot) -> bool:
+        from api.tasks import is_terminal
+
         replicas = snap.service.spec.replicas
         by_slot = _newest_by(snap, lambda t: str(t.slot))
-        for key in sorted(by_slot, key=int)[: max(replicas, 0)]:
+        # Lines go to the slots that are wanted now: after a scale down the slots left
+        # need not be 1..N (the most loaded nodes lost theirs), as docker maps them.
+        live = [k for k, t in by_slot.items() if not is_terminal(t.desired_state)]
+        for key in sorted(live, key=int)[: max(replicas, 0)]:
             self._slots.setdefault(key, len(self._slots) + 1)
         running = 0
         for key, index in sorted(self._slots.items(), key=lambda item: item[1]):

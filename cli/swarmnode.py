@@ -54,6 +54,7 @@ from manager.raft import RaftError
 from manager.registry.cluster import PORT as REGISTRY_PORT
 
 log = logging.getLogger(__name__)
+LEAVE_TASKS_TIMEOUT = 30.0  # seconds for `swarm leave` to stop the node's tasks
 T = TypeVar("T")
 
 NOT_IN_SWARM = (
@@ -454,7 +455,9 @@ class SwarmNode(swarm_grpc.SwarmServicer):
 
     def _forget(self) -> None:
         """Drop every trace of swarm membership on this host (a failed init or join,
-        or leave)."""
+        or leave): its task containers too."""
+        if self.worker is not None:
+            swarmtasks.remove_all_tasks(self.worker, timeout=LEAVE_TASKS_TIMEOUT)
         self.close()
         self.state = {}
         self.registry_cas.clear()

@@ -35,6 +35,17 @@ def start_worker(engine: Engine, agent: SwarmAgent, *, node_id: str, hostname: s
     return worker
 
 
+def remove_all_tasks(worker: Worker, *, timeout: float) -> None:
+    """On `swarm leave`: stop and remove every task container (as docker does); a
+    daemon that merely stops leaves them running for live restore instead."""
+    import time
+
+    worker.assign([], full=True)
+    deadline = time.monotonic() + timeout
+    while worker.executor.existing() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def pin_image(engine: Engine, image: str, *, registry: str) -> str:
     """The reference every node will pull for `image`, pinned by digest when possible.
 

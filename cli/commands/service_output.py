@@ -94,7 +94,14 @@ def sort_tasks(tasks: Sequence[opb.Task]) -> list[opb.Task]:
     """docker's order: by service, slot (or node), then newest first."""
     return sorted(
         tasks,
-        key=lambda t: (t.service_name, t.service_id, t.slot, t.node_id, -t.meta.created_at),
+        # a replicated task's slot is its place, whichever node ran it; global: the node
+        key=lambda t: (
+            t.service_name,
+            t.service_id,
+            t.slot,
+            "" if t.slot else t.node_id,
+            -t.meta.created_at,
+        ),
     )
 
 

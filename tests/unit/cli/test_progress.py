@@ -259,3 +259,13 @@ def test_verify_period():
 def test_errors_are_truncated_like_dockers():
     assert progress.trunc_error("a\nb") == "a b"
     assert len(progress.trunc_error("x" * 200)) == 75
+
+
+def test_after_a_scale_down_the_remaining_slots_need_not_be_1_to_n() -> None:
+    # 9 → 3: the tasks left are in slots 1, 2 and 6; 3, 4 and 5 only hold shut-down tasks.
+    shut = [task(s, opb.TASK_SHUTDOWN, desired=opb.TASK_SHUTDOWN) for s in (3, 4, 5)]
+    live = [task(s, opb.TASK_RUNNING) for s in (1, 2, 6)]
+    renderer = Renderer()
+    assert renderer.update(Snapshot(service=service(replicas=3), tasks=[*shut, *live]))
+    assert renderer.lines["overall progress"] == "3 out of 3 tasks"
+    assert [k for k in renderer.lines if "/" in k] == ["1/3", "2/3", "3/3"]

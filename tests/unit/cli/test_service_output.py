@@ -230,3 +230,12 @@ def test_secret_too_large(tmp_path):
     with pytest.raises(CliError, match=r"secret too large: 512001 bytes \(max 500 KB\)"):
         secret_cmd.read_data(str(big), secret_cmd.SECRET)
     assert secret_cmd.read_data(str(big), secret_cmd.CONFIG) == b"x" * (500 * 1024 + 1)
+
+
+def test_ps_orders_a_slot_newest_first_whichever_node_ran_each_task():
+    old = task(1, "old", created=NOW - 60, state=opb.TASK_SHUTDOWN, desired=opb.TASK_SHUTDOWN)
+    new = task(1, "new", created=NOW - 10, state=opb.TASK_RUNNING, desired=opb.TASK_RUNNING)
+    old.node_id, new.node_id = "zzz-node", "aaa-node"  # node order would put old first
+    rows = so.ps_rows([old, new], {}, now=NOW)
+    assert [r["Name"] for r in rows] == ["web.1", " \\_ web.1"]
+    assert rows[0]["ID"] == "new"
