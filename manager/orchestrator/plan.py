@@ -53,6 +53,7 @@ class Plan:
         if task.desired_state >= state:
             return
         task.desired_state = state
+        stop_unassigned(task)
         if task.meta.id not in self._created:
             self.desired[task.meta.id] = state
 
@@ -96,7 +97,18 @@ def _raise_desired(changes: Sequence[tuple[str, State]], tx: st.Tx) -> None:
         task = st.get_task(tx, task_id)
         if task is not None and task.desired_state < state:
             task.desired_state = state
+            stop_unassigned(task)
             st.update_task(tx, task)
+
+
+def stop_unassigned(task: objects.Task) -> None:
+    """A task no node has yet (NEW, PENDING) has no agent to report it stopped: once it
+    is not wanted, it is SHUTDOWN at once, or a stop-first update would wait forever.
+    (If the scheduler assigned it meanwhile, the re-read shows that and this is a no-op.)"""
+    if task.desired_state >= objects.TASK_SHUTDOWN and task.status.state < objects.TASK_ASSIGNED:
+        task.status.state = objects.TASK_SHUTDOWN
+        task.status.message = "shutdown before assignment"
+        task.status.err = ""
 
 
 def _create(tasks: Sequence[objects.Task], tx: st.Tx) -> None:

@@ -174,3 +174,18 @@ def test_scale_alone_replaces_nothing(swarm: Swarm) -> None:
     swarm.scale("svc1", 3)
     swarm.settle(nodes=NODES)
     assert before < {t.meta.id for t in swarm.live("svc1")}
+
+
+def test_rollback_stops_an_unassigned_replacement_itself(swarm: Swarm) -> None:
+    # The failed task's replacement waits (restart delay) unassigned when the rollback
+    # starts: no agent will ever report it stopped, so the orchestrator must.
+    running(swarm, "svc1", replicas=1, action=objects.FAILURE_ROLLBACK)
+    swarm.update_service("svc1", image("broken"))
+    swarm.settle(nodes=NODES)
+    fail_new_tasks(swarm, "svc1")
+    for _ in range(3):  # no agents run: nothing new is ever assigned
+        swarm.orch.reconcile_all()
+        swarm.advance(6)
+    stopped = [t for t in swarm.tasks("svc1") if t.status.message == "shutdown before assignment"]
+    assert stopped and all(t.status.state == objects.TASK_SHUTDOWN for t in stopped)
+    assert [t.spec.container.image for t in swarm.live("svc1")] == ["busybox"]
