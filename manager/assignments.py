@@ -43,7 +43,8 @@ def files_of(task: objects.Task) -> list[str]:
 
 def full_set(tx: st.ReadTx, node_id: str) -> tuple[swarm.AssignmentsMessage, set[str]]:
     """Everything the node runs, and the ids of the secrets and configs sent with it."""
-    found = [t for t in st.find_tasks(tx, by=st.ByNode(node_id)) if assigned(t)]
+    # read-only: copied into the message
+    found = [t for t in st.find_tasks(tx, by=st.ByNode(node_id), copy=False) if assigned(t)]
     message = swarm.AssignmentsMessage(full=True, tasks=found)
     sent: set[str] = set()
     add_files(tx, message=message, ids=[f for t in found for f in files_of(t)], sent=sent)

@@ -189,6 +189,8 @@ class Services:
         return self.store.view(read)
 
     def list_tasks(self, request: swarm.ListTasksRequest) -> list[objects.Task]:
+        """The tasks asked for: the store's own objects, read-only (copied into the reply)."""
+
         def read(tx: st.ReadTx) -> list[objects.Task]:
             found: dict[str, objects.Task] = {}
             for ref in request.services:
@@ -198,12 +200,15 @@ class Services:
                 )
             for ref in request.nodes:
                 node = st.resolve_node(tx, ref)
-                found.update((t.meta.id, t) for t in st.find_tasks(tx, by=st.ByNode(node.meta.id)))
+                found.update(
+                    (t.meta.id, t)
+                    for t in st.find_tasks(tx, by=st.ByNode(node.meta.id), copy=False)
+                )
             for ref in request.task_ids:
                 task = st.resolve_task(tx, ref)
                 found[task.meta.id] = task
             if not (request.services or request.nodes or request.task_ids):
-                found = {t.meta.id: t for t in st.find_tasks(tx)}
+                found = {t.meta.id: t for t in st.find_tasks(tx, copy=False)}
             wanted = set(request.desired_states)
             return [t for t in found.values() if not wanted or t.desired_state in wanted]
 
@@ -312,7 +317,7 @@ def _rollback(service: objects.Service, *, now: float) -> None:
 def _info(tx: st.ReadTx, service: objects.Service) -> swarm.ServiceInfo:
     """A service with docker's REPLICAS figures: running/desired (and completed jobs)."""
     running = desired_global = completed = 0
-    for task in st.find_tasks(tx, by=st.ByService(service.meta.id)):
+    for task in st.find_tasks(tx, by=st.ByService(service.meta.id), copy=False):
         if task.job_iteration != service.job_iteration:
             continue
         if task.status.state == objects.TASK_COMPLETE:

@@ -186,7 +186,7 @@ class Orchestrator:
         if isinstance(obj, objects.Service):
             self._mark({obj.meta.id})
         elif isinstance(obj, objects.Task):
-            if _task_matters(event):
+            if _task_matters(event, updating=self._updating(obj.service_id)):
                 self._mark({obj.service_id})
         elif isinstance(obj, objects.Node):
             if _node_matters(event):
@@ -195,6 +195,14 @@ class Orchestrator:
         elif isinstance(obj, objects.Cluster):  # the history limit may have changed
             with self._mu:
                 self._dirty |= self._known
+
+    def _updating(self, service_id: str) -> bool:
+        """Whether the service has an update in progress. Read from the watcher thread
+        without the worker's lock: a stale answer costs one pass (or one pass late,
+        caught by the updater's own timer), never a wrong decision."""
+        memory = self._memory.get(service_id)
+        updater = memory.updater if memory is not None else None
+        return updater is not None and not updater.completed
 
     def _mark(self, service_ids: set[str]) -> None:
         with self._mu:
@@ -212,7 +220,7 @@ class Orchestrator:
 
 def _service_ids(tx: st.ReadTx) -> set[str]:
     ids = {s.meta.id for s in st.find_services(tx)}
-    return ids | {t.service_id for t in st.find_tasks(tx)}
+    return ids | {t.service_id for t in st.find_tasks(tx, copy=False)}
 
 
 def _affected_by_nodes(tx: st.ReadTx, node_ids: set[str]) -> set[str]:
@@ -222,17 +230,24 @@ def _affected_by_nodes(tx: st.ReadTx, node_ids: set[str]) -> set[str]:
         if s.spec.mode in (objects.GLOBAL, objects.GLOBAL_JOB)
     }
     for node_id in node_ids:
-        ids |= {t.service_id for t in st.find_tasks(tx, by=st.ByNode(node_id))}
+        ids |= {t.service_id for t in st.find_tasks(tx, by=st.ByNode(node_id), copy=False)}
     return ids
 
 
-def _task_matters(event: st.Event) -> bool:
+def _task_matters(event: st.Event, *, updating: bool) -> bool:
+    """Whether a task event needs its service reconciled. Reaching RUNNING matters only
+    to an update in progress (start-first, monitoring): otherwise 100,000 tasks coming
+    up would re-read their service's 100,000 tasks once per status batch."""
     old, new = event.old, event.obj
     if not isinstance(old, objects.Task) or not isinstance(new, objects.Task):
         return True  # created or removed
     if old.desired_state != new.desired_state:
         return True
-    return old.status.state != new.status.state and new.status.state >= objects.TASK_RUNNING
+    if old.status.state == new.status.state:
+        return False
+    if new.status.state == objects.TASK_RUNNING:
+        return updating
+    return new.status.state > objects.TASK_RUNNING
 
 
 def _node_matters(event: st.Event) -> bool:

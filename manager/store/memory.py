@@ -22,7 +22,6 @@ to start inside a view or update function on the same thread.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from manager.store.tables import (
     ErrorKind,
     Refusal,
     check_write,
+    clone,
     error_for,
     target,
 )
@@ -170,7 +170,7 @@ class MemoryStore:
         fresh = State()
         for table in TABLES:
             for obj in getattr(snap, table.plural):
-                fresh.put(table, copy.deepcopy(obj))
+                fresh.put(table, clone(obj))
         with self._lock:
             # In place: transactions hold on to the State object itself.
             self._state.rows = fresh.rows
@@ -264,7 +264,7 @@ class MemoryStore:
         if action is EventAction.REMOVE:
             removed = self._state.drop(table, obj.meta.id)
             return Event(table.kind, action, removed)
-        new = copy.deepcopy(obj)  # not a view into the batch, which we need not keep
+        new = clone(obj)  # not a view into the batch, which we need not keep
         new.meta.version = version
         if old is not None:
             new.meta.created_at = old.meta.created_at  # set once, by the create

@@ -56,10 +56,10 @@ def get_task(tx: ReadTx, task_id: str) -> objects.Task | None:
     return tx.get(TASKS, task_id)
 
 
-def find_tasks(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Task]:
+def find_tasks(tx: ReadTx, *, by: Selector = ALL, copy: bool = True) -> list[objects.Task]:
     """Tasks selected by All, ByIdPrefix, ByService, ByNode, ByDesiredState or
-    ByTaskState."""
-    return tx.find(TASKS, by=by)
+    ByTaskState; `copy=False` only for readers that never change them (ReadTx.find)."""
+    return tx.find(TASKS, by=by, copy=copy)
 
 
 def create_task(tx: Tx, task: objects.Task) -> None:

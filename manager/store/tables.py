@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from api import objects_pb2 as objects
 from api.errors import AlreadyExists, InvalidArgument, NotFound, PyswarmError, SequenceConflict
@@ -266,6 +266,14 @@ CONFIGS: Final = Table(
 TABLES: Final[tuple[Table[Any], ...]] = (NODES, CLUSTERS, SERVICES, TASKS, SECRETS, CONFIGS)
 BY_KIND: Final[Mapping[str, Table[Any]]] = {t.kind: t for t in TABLES}
 BY_MESSAGE: Final[Mapping[type[Any], Table[Any]]] = {t.message: t for t in TABLES}
+
+
+def clone(obj: ObjT) -> ObjT:
+    """A copy of a stored object (protobuf's CopyFrom: ~2.5x cheaper than deepcopy,
+    which matters when a read hands out 100,000 tasks)."""
+    new: Any = type(obj)()
+    new.CopyFrom(obj)
+    return cast(ObjT, new)
 
 
 def table_of(obj: StoreObject) -> Table[Any]:

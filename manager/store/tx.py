@@ -17,7 +17,6 @@ read one): `created_at` on create, `updated_at` on every write.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -31,11 +30,16 @@ from manager.store.tables import (
     Table,
     action,
     check_write,
+    clone,
     table_of,
 )
 
 ObjT = TypeVar("ObjT", bound=StoreObject)
 Rows = dict[str, dict[str, StoreObject]]  # kind -> id -> object
+
+
+def _id(obj: StoreObject) -> str:
+    return obj.meta.id
 
 
 class State:
@@ -96,14 +100,20 @@ class ReadTx:
         """A copy of the object with id `obj_id`, or None."""
         self._check_active()
         obj = self._current(table, obj_id)
-        return None if obj is None else cast(ObjT, copy.deepcopy(obj))
+        return None if obj is None else clone(cast(ObjT, obj))
 
-    def find(self, table: Table[ObjT], *, by: Selector = ALL) -> list[ObjT]:
-        """Copies of the objects `by` selects (all by default), ordered by id."""
+    def find(self, table: Table[ObjT], *, by: Selector = ALL, copy: bool = True) -> list[ObjT]:
+        """Copies of the objects `by` selects (all by default), ordered by id.
+
+        `copy=False` hands out the stored objects themselves, for readers that only
+        read them (counting, serializing a reply): the store never changes an object it
+        holds (a write replaces it), but such a reader must never change one either."""
         self._check_active()
         found = [o for o in self._candidates(table, by) if by.matches(table, cast(ObjT, o))]
-        found.sort(key=lambda o: o.meta.id)
-        return [cast(ObjT, copy.deepcopy(o)) for o in found]
+        found.sort(key=_id)
+        if not copy:
+            return cast(list[ObjT], found)
+        return [clone(cast(ObjT, o)) for o in found]
 
     # ---- overridden by Tx to see its own writes ---------------------------------
 
@@ -148,7 +158,7 @@ class Tx(ReadTx):
         self._check_active()
         table = table_of(obj)
         self._refuse(objects.StoreAction.CREATE, table, obj)
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         now = self._clock()
         new.meta.version = 0
         new.meta.created_at = now
@@ -161,7 +171,7 @@ class Tx(ReadTx):
         table = table_of(obj)
         current = self._refuse(objects.StoreAction.UPDATE, table, obj)
         assert current is not None
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         new.meta.created_at = current.meta.created_at
         new.meta.updated_at = self._clock()
         self._write(objects.StoreAction.UPDATE, table, new)

@@ -23,7 +23,6 @@ Usage::
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -32,7 +31,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Final
 
-from manager.store.tables import StoreObject
+from manager.store.tables import StoreObject, clone
 
 DEFAULT_MAXSIZE: Final = 10_000
 
@@ -153,5 +152,5 @@ class Watch:
 def _copied(item: WatchItem) -> WatchItem:
     if not isinstance(item, Event):
         return item
-    old = None if item.old is None else copy.deepcopy(item.old)
-    return Event(item.kind, item.action, copy.deepcopy(item.obj), old)
+    old = None if item.old is None else clone(item.old)
+    return Event(item.kind, item.action, clone(item.obj), old)

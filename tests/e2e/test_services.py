@@ -268,9 +268,14 @@ def test_worker_down_its_tasks_move_and_come_back_without_duplicates(cluster: Sw
         timeout=60,
         what="w2's stale web containers stopped",
     )
+
+    def one_per_slot() -> Counter[int] | None:
+        slots = Counter(t.slot for t in cluster.tasks("web") if t.status.state == RUNNING)
+        return slots if len(slots) == 6 and all(n == 1 for n in slots.values()) else None
+
+    # (the stopped containers' SHUTDOWN reaches the store a moment after they stop)
+    wait_for(one_per_slot, timeout=10, what="exactly one running task per slot")
     assert sum(cluster.running("web").values()) == 6
-    slots = Counter(t.slot for t in cluster.tasks("web") if t.status.state == RUNNING)
-    assert all(n == 1 for n in slots.values()), slots
 
 
 def test_secret_is_a_file_in_the_container_and_not_plaintext_in_raft(
