@@ -57,6 +57,7 @@ class Allocator:
             lambda tx: [t.meta.id for t in st.find_tasks(tx, by=st.ByTaskState(objects.TASK_NEW))],
             kinds={"task"},
             maxsize=1_000_000,
+            copies=False,  # read-only
         )
         pending = set(new)
         try:

@@ -270,7 +270,11 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         Other changes (labels, status) are not sent: at thousands of writes a second
         each would cost a message."""
         while not self._stop.is_set():
-            watch = self.manager.store.watch(kinds={"node", "task"}, maxsize=1_000_000)
+            watch = self.manager.store.watch(
+                kinds={"node", "task"},
+                maxsize=1_000_000,
+                copies=False,  # read-only
+            )
             try:
                 self._resync()
                 self._follow(watch)

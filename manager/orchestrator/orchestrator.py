@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 KINDS = frozenset({"service", "task", "node", "cluster"})
 TICK = 0.1  # seconds: how late a restart delay or update timer may fire at most
 RETRY = 1.0  # seconds before a service whose pass failed is tried again
-WATCH_BUFFER = 200_000  # events: creating 100,000 tasks must not overflow our own watch
+WATCH_BUFFER = 1_000_000  # events: 100,000 tasks created and assigned must not overflow it
 
 
 class Orchestrator:
@@ -156,8 +156,9 @@ class Orchestrator:
     def _watch_loop(self) -> None:
         while not self._stopping.is_set():
             try:
+                # copies=False: the watcher only reads events to mark services dirty
                 ids, watch = self._store.view_and_watch(
-                    _service_ids, kinds=KINDS, maxsize=WATCH_BUFFER
+                    _service_ids, kinds=KINDS, maxsize=WATCH_BUFFER, copies=False
                 )
             except Exception:
                 log.exception("orchestrator: cannot list the store; retrying")

@@ -104,7 +104,11 @@ class Scheduler:
 
     def _session(self) -> None:
         """From one listing until the watch is reset or closed."""
-        state, watch = self._store.view_and_watch(SchedulerState.listing, kinds={"node", "task"})
+        # The watch hands out the store's own objects (no copy per event at 100,000 tasks):
+        # the scheduler only reads them; its writes re-read the task in a transaction.
+        state, watch = self._store.view_and_watch(
+            SchedulerState.listing, kinds={"node", "task"}, maxsize=1_000_000, copies=False
+        )
         if self._state is not None:
             state.inherit_failures(self._state)
         self._state = state

@@ -180,9 +180,16 @@ class MemoryStore:
 
     # ---- watches -----------------------------------------------------------------------
 
-    def watch(self, *, kinds: Iterable[str] | None = None, maxsize: int = DEFAULT_MAXSIZE) -> Watch:
-        """Subscribe to what is applied from now on (see manager.store.watch)."""
-        watch = _new_watch(kinds, maxsize)
+    def watch(
+        self,
+        *,
+        kinds: Iterable[str] | None = None,
+        maxsize: int = DEFAULT_MAXSIZE,
+        copies: bool = True,
+    ) -> Watch:
+        """Subscribe to what is applied from now on (see manager.store.watch);
+        `copies=False` for a consumer that never changes the objects it gets."""
+        watch = _new_watch(kinds, maxsize, copies)
         with self._lock:
             self._watches.append(watch)
         return watch
@@ -193,9 +200,10 @@ class MemoryStore:
         *,
         kinds: Iterable[str] | None = None,
         maxsize: int = DEFAULT_MAXSIZE,
+        copies: bool = True,
     ) -> tuple[T, Watch]:
         """`view(fn)` and a watch starting exactly after the state `fn` saw."""
-        watch = _new_watch(kinds, maxsize)
+        watch = _new_watch(kinds, maxsize, copies)
         with self._lock:
             result = self.view(fn)
             self._watches.append(watch)
@@ -297,7 +305,7 @@ class Batch:
         except BaseException:
             self._tx.rollback(savepoint)
             raise
-        if len(self._tx.actions()) >= self._max_actions:
+        if self._tx.pending() >= self._max_actions:
             self.flush()
         return result
 
@@ -308,12 +316,12 @@ class Batch:
         self._store._commit(actions)
 
 
-def _new_watch(kinds: Iterable[str] | None, maxsize: int) -> Watch:
+def _new_watch(kinds: Iterable[str] | None, maxsize: int, copies: bool) -> Watch:
     wanted = None if kinds is None else frozenset(kinds)
     unknown = sorted((wanted or frozenset()) - BY_KIND.keys())
     if unknown:
         raise InvalidArgument(f"cannot watch unknown kinds: {', '.join(unknown)}")
-    return Watch(kinds=wanted, maxsize=maxsize)
+    return Watch(kinds=wanted, maxsize=maxsize, copies=copies)
 
 
 @contextmanager

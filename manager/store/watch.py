@@ -12,7 +12,8 @@ expected to re-list from a fresh `view_and_watch`. Closing (either way) discards
 was still buffered.
 
 Events hold the store's own objects, which the store never mutates (a write replaces
-an object, it does not change it); `get` hands every consumer its own copies.
+an object, it does not change it); `get` hands every consumer its own copies, unless
+the watch was made with `copies=False` by a consumer that only reads them.
 
 Usage::
 
@@ -77,9 +78,18 @@ class WatchClosed(Exception):
 class Watch:
     """A thread-safe bounded queue of WatchItems; iterate it or call `get`."""
 
-    def __init__(self, *, kinds: Iterable[str] | None = None, maxsize: int = DEFAULT_MAXSIZE):
+    def __init__(
+        self,
+        *,
+        kinds: Iterable[str] | None = None,
+        maxsize: int = DEFAULT_MAXSIZE,
+        copies: bool = True,
+    ):
         self.kinds: frozenset[str] | None = None if kinds is None else frozenset(kinds)
         self.maxsize = maxsize
+        # False: events carry the store's own objects (a read-only consumer: the leader's
+        # pipeline stages, which at 100,000 tasks cannot afford a copy per event each).
+        self.copies = copies
         self._items: deque[WatchItem] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
@@ -101,7 +111,8 @@ class Watch:
                 return None
             if self._closed:
                 raise WatchClosed("watch overflowed" if self._overflowed else "watch closed")
-            return _copied(self._items.popleft())
+            item = self._items.popleft()
+        return _copied(item) if self.copies else item
 
     def __iter__(self) -> Iterator[WatchItem]:
         while True:
