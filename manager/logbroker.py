@@ -26,6 +26,7 @@ class Subscription:
     id: str
     nodes: set[str]
     follow: bool
+    names: dict[str, str] = field(default_factory=dict)  # node id -> hostname, for errors
     messages: queue.Queue[swarm.LogMessage] = field(default_factory=queue.Queue)
 
 
@@ -44,7 +45,7 @@ class LogBroker:
         since: float,
         node_names: dict[str, str],
     ) -> Subscription:
-        sub = Subscription(id=secrets.token_hex(8), nodes=set(), follow=follow)
+        sub = Subscription(id=secrets.token_hex(8), nodes=set(), follow=follow, names=node_names)
         with self._lock:
             self._subs[sub.id] = sub
         for node_id, task_ids in tasks_by_node.items():
@@ -108,7 +109,12 @@ class LogBroker:
         with self._lock:
             subs = [s for s in self._subs.values() if node_id in s.nodes]
         for sub in subs:
+            name = sub.names.get(node_id, node_id)
             sub.messages.put(
-                swarm.LogMessage(subscription_id=sub.id, node_id=node_id, error="node disconnected")
+                swarm.LogMessage(
+                    subscription_id=sub.id,
+                    node_id=node_id,
+                    error=f"node {name} disconnected: logs of its tasks are incomplete",
+                )
             )
             sub.messages.put(swarm.LogMessage(subscription_id=sub.id, node_id=node_id, end=True))
