@@ -127,6 +127,31 @@ in_lab m1 pyswarm image import -c 'CMD ["sh"]' "$WORK/busybox.tar" 198.18.0.11:5
 in_lab m1 pyswarm push 198.18.0.11:5000/demo/busybox:1 | tail -1
 in_lab w1 pyswarm run --rm 198.18.0.11:5000/demo/busybox:1 echo "pulled from the swarm's registry"
 
+# Services: busybox is only in m1's store; the manager pins it in the cluster registry
+# and every node pulls exactly that digest.
+in_lab m1 pyswarm image import -c 'CMD ["sh"]' "$WORK/busybox.tar" busybox >/dev/null
+step pyswarm lab exec m1 -- pyswarm service create --name web --replicas 6 busybox sleep 3600
+in_lab m1 pyswarm service create --name web --replicas 6 --stop-grace-period 1s busybox sleep 3600
+step pyswarm lab exec m1 -- pyswarm service ls
+in_lab m1 pyswarm service ls
+step pyswarm lab exec m1 -- pyswarm service ps web
+in_lab m1 pyswarm service ps web
+step pyswarm lab exec m1 -- pyswarm service update --update-parallelism 3 --env-add MODE=2 web
+in_lab m1 pyswarm service update --update-parallelism 3 --update-monitor 1s --env-add MODE=2 web
+step pyswarm lab exec m1 -- pyswarm service scale web=2
+in_lab m1 pyswarm service scale web=2
+step "printf s3cret | pyswarm secret create db_pass -" '&&' pyswarm service create --secret db_pass ...
+printf s3cret | in_lab m1 pyswarm secret create db_pass - >/dev/null
+in_lab m1 pyswarm service create -d --name reader --secret db_pass --constraint node.role==worker \
+    busybox sh -c 'echo "the secret is $(cat /run/secrets/db_pass)"; sleep 3600' >/dev/null
+step pyswarm lab exec m1 -- pyswarm service logs reader
+for _ in $(seq 100); do  # until the task has started and written its line
+    out=$(in_lab m1 pyswarm service logs reader 2>/dev/null) && [[ -n "$out" ]] && break
+    sleep 0.2
+done
+echo "$out"
+in_lab m1 pyswarm service rm reader >/dev/null
+
 LEADER=$(in_lab m1 pyswarm node ls --format json | python3 -c \
     'import json,sys; print(next(d["Hostname"] for d in map(json.loads, sys.stdin) if d["ManagerStatus"] == "Leader"))')
 LEADER_PID=$("$PYSWARM" lab ls --name "$LAB" --format json | python3 -c \
@@ -139,6 +164,8 @@ until in_lab "$OTHER" pyswarm node update --label-add after=failover w1 >/dev/nu
 echo "a write was acknowledged $(python3 -c "print(f'{$(date +%s.%N) - $START:.2f}')") s after the kill (CLI start-up included)"
 step pyswarm lab exec "$OTHER" -- pyswarm node ls
 in_lab "$OTHER" pyswarm node ls
+step pyswarm lab exec "$OTHER" -- pyswarm service ls "  # the services outlive the leader"
+in_lab "$OTHER" pyswarm service ls
 step pyswarm lab down
 "$PYSWARM" lab down --name "$LAB"
 

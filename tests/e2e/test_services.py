@@ -336,6 +336,8 @@ def test_service_logs_from_two_nodes_and_with_one_down(cluster: Swarm) -> None:
     finally:
         follow.terminate()
         follow.wait(timeout=10)
+        if follow.stdout is not None:
+            follow.stdout.close()
     labs.kill(cluster.lab, "w2")
     try:
         res = cluster.run("m1", "service", "logs", "talker", timeout=60)
