@@ -93,6 +93,14 @@ class EngineExecutor:
         self.network = network
         self.node_hostname = node_hostname
         self.files_root = files.files_root(engine.options.data_root)
+        # One pull per image at a time: 100 new tasks of a service must not pull its
+        # image 100 times over; the others wait and find it present.
+        self._pulls: dict[str, threading.Lock] = {}
+        self._pulls_lock = threading.Lock()
+
+    def pull_lock(self, image: str) -> threading.Lock:
+        with self._pulls_lock:
+            return self._pulls.setdefault(image, threading.Lock())
 
     def controller(self, task: objects.Task, *, files: FileSource) -> ContainerController:
         return ContainerController(self, task, files=files)
@@ -160,11 +168,20 @@ class ContainerController:
             raise
 
     def _ensure_image(self, image: str) -> None:
+        if self._present(image):
+            return
+        with self.executor.pull_lock(image):
+            if not self._present(image):  # pulled by another task while we waited
+                self._pull(image)
+
+    def _present(self, image: str) -> bool:
         try:
             self.engine.images.resolve(image)
-            return
         except NotFound:
-            pass
+            return False
+        return True
+
+    def _pull(self, image: str) -> None:
         # The same code path as `pyswarm pull` (and `run`'s on-demand pull).
         from ..registry import service
 
