@@ -381,17 +381,40 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
 
     def _down_without_session(self) -> None:
         nodes = self.manager.store.view(lambda tx: st.find_nodes(tx, by=st.All()))
+        # A node that joined moments ago has its certificate but not yet its session:
+        # it gets the same grace as every node after a leader change.
+        joined_before = time.time() - (MISSED_HEARTBEATS * self.period() + GRACE)
         with self._lock:
             connected = set(self._sessions)
         for node in nodes:
-            if node.status.state != objects.DOWN and node.meta.id not in connected:
-                self._mark_down(node.meta.id, 'heartbeat failure for node in "unknown" state')
+            if node.status.state == objects.DOWN or node.meta.id in connected:
+                continue
+            if node.meta.created_at > joined_before:
+                continue
+            self._mark_down(node.meta.id, 'heartbeat failure for node in "unknown" state')
+
+    def _live_session(self, node_id: str) -> bool:
+        with self._lock:
+            session = self._sessions.get(node_id)
+            return session is not None and bool(session.id)
 
     def _mark_down(self, node_id: str, message: str) -> None:
         if not self._leading.is_set():
             return
+
+        def down(tx: st.Tx) -> None:
+            node = st.get_node(tx, node_id)
+            # Re-checked as the write is made (and again if it is retried after a
+            # conflict): a session that came up meanwhile wins, or a node that has
+            # just reconnected would be written DOWN by a decision taken before.
+            if node is None or node.status.state == objects.DOWN or self._live_session(node_id):
+                return
+            node.status.state = objects.DOWN
+            node.status.message = message
+            st.update_node(tx, node)
+
         try:
-            self._set_state(node_id, objects.DOWN, message=message)
+            self.manager.store.update_retrying(down)
             log.info("node %s is down: %s", node_id, message)
         except (NotFound, Unavailable) as exc:
             log.debug("node %s not marked down: %s", node_id, exc)
