@@ -394,9 +394,10 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
             self._mark_down(node.meta.id, 'heartbeat failure for node in "unknown" state')
 
     def _live_session(self, node_id: str) -> bool:
-        with self._lock:
-            session = self._sessions.get(node_id)
-            return session is not None and bool(session.id)
+        """Called inside store transactions: it must not take `_lock`, which is held
+        around store reads elsewhere (a lock-order deadlock). One dict read is atomic."""
+        session = self._sessions.get(node_id)
+        return session is not None and bool(session.id)
 
     def _mark_down(self, node_id: str, message: str) -> None:
         if not self._leading.is_set():
