@@ -91,8 +91,9 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         UNKNOWN (not DOWN) until they reconnect or their grace window ends."""
 
         def update(tx: st.Tx) -> None:
-            with self._lock:
-                connected = set(self._sessions)
+            # Not under `_lock` (held around store reads elsewhere: a lock-order
+            # deadlock); copying the dict's keys is one atomic step.
+            connected = set(self._sessions)
             for node in st.find_nodes(tx, by=st.All()):
                 if node.status.state == objects.READY and node.meta.id not in connected:
                     node.status.state = objects.UNKNOWN
