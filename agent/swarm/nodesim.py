@@ -23,7 +23,9 @@ from pathlib import Path
 from types import TracebackType
 
 from api import objects_pb2 as objects
+from api import swarm_pb2 as swarm
 from api.credentials import NodeCredentials
+from api.errors import Unavailable
 
 from .agent import SwarmAgent
 from .join import join
@@ -33,6 +35,7 @@ from .worker import Runner, Worker
 log = logging.getLogger(__name__)
 SIM_CPUS = 4 * 10**9
 SIM_MEMORY = 8 << 30
+JOIN_ATTEMPTS = 8
 
 
 @dataclass
@@ -54,7 +57,7 @@ class NodeSim:
         prefix: str = "sim",
         delays: tuple[float, float] = (0.005, 0.05),
         seed: int = 1,
-        join_parallelism: int = 16,
+        join_parallelism: int = 8,
     ) -> None:
         self.manager = manager
         self.token = token
@@ -85,14 +88,7 @@ class NodeSim:
             memory_bytes=SIM_MEMORY,
             engine_version="nodesim",
         )
-        reply = join(
-            self.token,
-            remote=self.manager,
-            advertise_addr="127.0.0.1",
-            availability=objects.ACTIVE,
-            description=description,
-            credentials=credentials,
-        )
+        reply = self._join(credentials, description)
         agent = SwarmAgent(
             credentials,
             managers=[p.addr for p in reply.managers] or [self.manager],
@@ -109,6 +105,27 @@ class NodeSim:
         agent.tasks = worker
         agent.start()
         return SimNode(hostname=hostname, node_id=reply.node_id, agent=agent, worker=worker)
+
+    def _join(
+        self, credentials: NodeCredentials, description: objects.NodeDescription
+    ) -> swarm.IssueResponse:
+        """Join, retrying while the manager is too busy to answer (hundreds of joins at
+        once make its proposals time out): a real node's `swarm join` would be retried
+        by its operator; a simulation of 1,000 must not die of one refusal."""
+        for attempt in range(JOIN_ATTEMPTS):
+            try:
+                return join(
+                    self.token,
+                    remote=self.manager,
+                    advertise_addr="127.0.0.1",
+                    availability=objects.ACTIVE,
+                    description=description,
+                    credentials=credentials,
+                )
+            except Unavailable as exc:
+                log.info("%s: join refused (%s); retrying", description.hostname, exc)
+                time.sleep(min(0.5 * 2**attempt, 10.0))
+        raise Unavailable(f"{description.hostname}: could not join after {JOIN_ATTEMPTS} attempts")
 
     def wait_ready(self, *, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

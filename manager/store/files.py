@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from api import objects_pb2 as objects
-from api.errors import AlreadyExists, InvalidArgument, NotFound
-from manager.store.tables import ALL, CONFIGS, SECRETS, ByIdPrefix, ByName, Selector, Table
-from manager.store.tx import ReadTx, Tx
+from api.errors import AlreadyExists
+from manager.store.tables import ALL, CONFIGS, SECRETS, ByName, Selector, Table
+from manager.store.tx import ReadTx, Tx, resolve
 
 
 def find_secrets(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Secret]:
@@ -50,14 +50,4 @@ def delete_file(tx: Tx, table: Table[Any], obj_id: str) -> None:
 
 def resolve_file(tx: ReadTx, table: Table[Any], ref: str) -> Any:
     """The secret or config `ref` names: id, else name, else a unique id prefix."""
-    obj = tx.get(table, ref) if ref else None
-    if obj is not None:
-        return obj
-    matches = tx.find(table, by=ByName(ref)) if ref else []
-    if ref and not matches:
-        matches = tx.find(table, by=ByIdPrefix(ref))
-    if not matches:
-        raise NotFound(f"{table.kind} {ref} not found")
-    if len(matches) > 1:
-        raise InvalidArgument(f"{table.kind} {ref} is ambiguous ({len(matches)} matches found)")
-    return matches[0]
+    return resolve(tx, table, ref)

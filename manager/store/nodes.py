@@ -6,9 +6,8 @@ A node's name, for `ByName` and `resolve_node`, is its hostname (ignoring case).
 from __future__ import annotations
 
 from api import objects_pb2 as objects
-from api.errors import InvalidArgument, NotFound
-from manager.store.tables import ALL, NODES, ByIdPrefix, ByName, Selector
-from manager.store.tx import ReadTx, Tx
+from manager.store.tables import ALL, NODES, Selector
+from manager.store.tx import ReadTx, Tx, resolve
 
 
 def get_node(tx: ReadTx, node_id: str) -> objects.Node | None:
@@ -33,17 +32,5 @@ def delete_node(tx: Tx, node_id: str) -> None:
 
 
 def resolve_node(tx: ReadTx, ref: str) -> objects.Node:
-    """The node `ref` names, as docker resolves it: exact id, else hostname, else a
-    unique id prefix. NotFound if none matches, InvalidArgument if several do."""
-    node = get_node(tx, ref) if ref else None
-    if node is not None:
-        return node
-    # Only a non-empty ref may match: an empty prefix would match every node.
-    matches = find_nodes(tx, by=ByName(ref)) if ref else []
-    if ref and not matches:
-        matches = find_nodes(tx, by=ByIdPrefix(ref))
-    if not matches:
-        raise NotFound(f"node {ref} not found")
-    if len(matches) > 1:
-        raise InvalidArgument(f"node {ref} is ambiguous ({len(matches)} matches found)")
-    return matches[0]
+    """The node `ref` names: exact id, else hostname, else a unique id prefix."""
+    return resolve(tx, NODES, ref)

@@ -8,9 +8,9 @@ observed state through the store's maintained indexes, never by a scan.
 from __future__ import annotations
 
 from api import objects_pb2 as objects
-from api.errors import AlreadyExists, InvalidArgument, NotFound
-from manager.store.tables import ALL, SERVICES, TASKS, ByIdPrefix, ByName, Selector
-from manager.store.tx import ReadTx, Tx
+from api.errors import AlreadyExists
+from manager.store.tables import ALL, SERVICES, TASKS, ByName, Selector
+from manager.store.tx import ReadTx, Tx, resolve
 
 
 def get_service(tx: ReadTx, service_id: str) -> objects.Service | None:
@@ -37,19 +37,8 @@ def delete_service(tx: Tx, service_id: str) -> None:
 
 
 def resolve_service(tx: ReadTx, ref: str) -> objects.Service:
-    """The service `ref` names, as docker resolves it: exact id, else name, else a
-    unique id prefix. NotFound if none matches, InvalidArgument if several do."""
-    service = get_service(tx, ref) if ref else None
-    if service is not None:
-        return service
-    matches = find_services(tx, by=ByName(ref)) if ref else []
-    if ref and not matches:
-        matches = find_services(tx, by=ByIdPrefix(ref))
-    if not matches:
-        raise NotFound(f"service {ref} not found")
-    if len(matches) > 1:
-        raise InvalidArgument(f"service {ref} is ambiguous ({len(matches)} matches found)")
-    return matches[0]
+    """The service `ref` names: exact id, else name, else a unique id prefix."""
+    return resolve(tx, SERVICES, ref)
 
 
 def get_task(tx: ReadTx, task_id: str) -> objects.Task | None:
@@ -76,12 +65,4 @@ def delete_task(tx: Tx, task_id: str) -> None:
 
 def resolve_task(tx: ReadTx, ref: str) -> objects.Task:
     """The task with id `ref`, else the one task whose id starts with it."""
-    task = get_task(tx, ref) if ref else None
-    if task is not None:
-        return task
-    matches = find_tasks(tx, by=ByIdPrefix(ref)) if ref else []
-    if not matches:
-        raise NotFound(f"task {ref} not found")
-    if len(matches) > 1:
-        raise InvalidArgument(f"task {ref} is ambiguous ({len(matches)} matches found)")
-    return matches[0]
+    return resolve(tx, TASKS, ref)

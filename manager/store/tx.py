@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 from api import objects_pb2 as objects
-from api.errors import InvalidArgument
+from api.errors import InvalidArgument, NotFound
 from manager.store.tables import (
     ALL,
     TABLES,
+    ByIdPrefix,
+    ByName,
     Selector,
     StoreObject,
     Table,
@@ -265,3 +267,21 @@ class Tx(ReadTx):
             if obj.meta.id not in pending:
                 yield obj
         yield from (o for o in pending.values() if o is not None)
+
+
+def resolve(tx: ReadTx, table: Table[ObjT], ref: str) -> ObjT:
+    """The object `ref` names, as docker resolves names: exact id, else name (the
+    table's "name" index), else a unique id prefix. NotFound if none matches,
+    InvalidArgument if several do."""
+    obj = tx.get(table, ref) if ref else None
+    if obj is not None:
+        return obj
+    # Only a non-empty ref may match: an empty prefix would match every object.
+    matches = tx.find(table, by=ByName(ref)) if ref and "name" in table.indexes else []
+    if ref and not matches:
+        matches = tx.find(table, by=ByIdPrefix(ref))
+    if not matches:
+        raise NotFound(f"{table.kind} {ref} not found")
+    if len(matches) > 1:
+        raise InvalidArgument(f"{table.kind} {ref} is ambiguous ({len(matches)} matches found)")
+    return matches[0]
