@@ -206,7 +206,8 @@ def test_bench_100k_tasks_on_1000_simulated_nodes(bench: Bench) -> None:
 
         wait_for(all_ready, timeout=600, what=f"{SIM_NODES} simulated nodes ready", interval=0.5)
         joined = time.monotonic() - started
-        pid = int(m1.pid)
+        assert m1.pid is not None
+        pid = m1.pid
         rss_before = _rss_kb(pid)
         seconds = bench.timed(
             lambda: bench.cli("service", "create", "-d", "--name", "big", "--replicas",
