@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from agent.engine import Engine
 from agent.images.reference import parse_reference
-from agent.registry.service import push
+from agent.registry.service import pull, push
 from agent.swarm.agent import LogSource, SwarmAgent
 from agent.swarm.container import EngineExecutor
 from agent.swarm.tasklogs import task_logs
@@ -52,8 +52,9 @@ def pin_image(engine: Engine, image: str, *, registry: str) -> str:
     - already pinned (`name@sha256:...`): as is;
     - in this manager's image store: pushed to the cluster registry (`registry`, the
       manager's HOST:5000) and pinned there;
-    - otherwise: as is; each node pulls it from its registry, and a node that cannot
-      rejects the task with the pull error (shown by `service ps`).
+    - named with a registry: pulled from it here, and pinned to the digest it serves;
+    - otherwise (or if that pull fails): as is; each node pulls it, and a node that
+      cannot rejects the task with the pull error (shown by `service ps`).
     """
     ref = parse_reference(image)
     if ref.digest is not None:
@@ -61,7 +62,7 @@ def pin_image(engine: Engine, image: str, *, registry: str) -> str:
     try:
         engine.images.resolve(image)
     except NotFound:
-        return image
+        return _pinned_remote(engine, image) if ref.registry else image
     target = f"{registry}/{ref.repository}:{ref.tag or 'latest'}"
     engine.images.tag(image, target)
     digest = ""
@@ -76,6 +77,19 @@ def pin_image(engine: Engine, image: str, *, registry: str) -> str:
         log.warning("image %s not pushed to the cluster registry: %s", image, exc)
         return image
     return f"{registry}/{ref.repository}@{digest}" if digest else image
+
+
+def _pinned_remote(engine: Engine, image: str) -> str:
+    request = engine_pb2.ImagePullRequest(reference=image)
+    try:
+        for progress in pull(engine, request, cancelled=lambda: False):
+            if progress.error:
+                raise PyswarmError(progress.error)
+        pulled = engine.images.resolve(image)
+    except PyswarmError as exc:
+        log.info("image %s not resolved here (%s): the nodes will pull it", image, exc)
+        return image
+    return f"{parse_reference(image).name}@{pulled.manifest_digest}"
 
 
 def log_source(engine: Engine, node_id: str) -> LogSource:

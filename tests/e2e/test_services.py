@@ -306,6 +306,20 @@ def test_secret_is_a_file_in_the_container_and_not_plaintext_in_raft(
     cluster.cli("m1", "secret", "rm", "db_pass")
 
 
+def test_an_image_named_with_a_registry_is_pinned_by_digest(
+    cluster: Swarm, busybox_tar: Path
+) -> None:
+    ref = "198.18.0.11:5000/demo/app:1"
+    cluster.cli("m1", "image", "import", "-c", 'CMD ["sh"]', str(busybox_tar), ref)
+    cluster.cli("m1", "push", ref)
+    cluster.cli("m1", "rmi", ref)  # only the registry has it now
+    cluster.cli("m1", "service", "create", "-d", "--name", "app", ref, "sleep", "3600")
+    cluster.wait_running("app", 1)
+    image = cluster.tasks("app")[0].spec.container.image
+    assert image.startswith("198.18.0.11:5000/demo/app@sha256:"), image
+    cluster.remove("app")
+
+
 def test_service_logs_from_two_nodes_and_with_one_down(cluster: Swarm) -> None:
     cluster.cli(
         "m1", "service", "create", "-d", "--name", "talker", "--replicas", "2",
