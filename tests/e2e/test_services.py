@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -276,6 +277,35 @@ def test_worker_down_its_tasks_move_and_come_back_without_duplicates(cluster: Sw
     # (the stopped containers' SHUTDOWN reaches the store a moment after they stop)
     wait_for(one_per_slot, timeout=10, what="exactly one running task per slot")
     assert sum(cluster.running("web").values()) == 6
+
+
+def test_tasks_and_their_logs_survive_a_daemon_restart(cluster: Swarm) -> None:
+    cluster.cli(
+        "m1", "service", "create", "-d", "--name", "keep", "--replicas", "2",
+        "--constraint", "node.hostname==w1", "--stop-grace-period", "1s", "busybox",
+        "sh", "-c", "echo started once; sleep 3600",
+    )  # fmt: skip
+    cluster.wait_running("keep", 2)
+    before = {t.meta.id for t in cluster.tasks("keep")}
+    containers = {str(r["ID"]) for r in cluster.containers("w1", "keep")}
+    # A restart takes longer than the lab's 3 x 1 s heartbeat window: give it docker's.
+    cluster.cli("m1", "swarm", "update", "--dispatcher-heartbeat", "5s")
+    try:
+        labs.kill(cluster.lab, "w1", sig=signal.SIGTERM)
+        labs.restart(cluster.lab, "w1")
+        wait_for(
+            lambda: {str(r["ID"]) for r in cluster.containers("w1", "keep")} == containers,
+            timeout=30,
+            what="w1's task containers listed again",
+        )
+        assert all(r["State"] == "running" for r in cluster.containers("w1", "keep"))
+        cluster.wait_running("keep", 2)
+        assert {t.meta.id for t in cluster.tasks("keep")} == before  # adopted, not replaced
+        logs = cluster.cli("m1", "service", "logs", "keep")
+        assert logs.count("started once") == 2, logs
+    finally:
+        cluster.cli("m1", "swarm", "update", "--dispatcher-heartbeat", "1s")
+    cluster.remove("keep")
 
 
 def test_secret_is_a_file_in_the_container_and_not_plaintext_in_raft(
