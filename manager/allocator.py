@@ -15,42 +15,32 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from api import objects_pb2 as objects
 from api.errors import PyswarmError
 from manager import store as st
+from manager.loop import StageThread
 
 log = logging.getLogger(__name__)
 
 
-class Allocator:
+class Allocator(StageThread):
+    thread_name = "allocator"
+
     def __init__(self, store: st.MemoryStore, *, wall: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.store = store
         self.wall = wall
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="allocator", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run(self) -> None:
+        while not self.stopping.is_set():
             try:
                 self._follow()
             except Exception:  # never die: re-list after a pause
                 log.exception("allocator failed; starting over")
-                self._stop.wait(0.5)
+                self.stopping.wait(0.5)
 
     def _follow(self) -> None:
         new, watch = self.store.view_and_watch(
@@ -61,7 +51,7 @@ class Allocator:
         )
         pending = set(new)
         try:
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 if pending:
                     self._allocate(pending)
                     pending = set()

@@ -22,29 +22,23 @@ from typing import Final
 from api import objects_pb2 as objects
 from api.errors import PyswarmError
 from manager import store as st
+from manager.loop import StageThread
 
 log = logging.getLogger(__name__)
 FLUSH_PERIOD: Final = 0.05
 
 
-class StatusBatcher:
+class StatusBatcher(StageThread):
+    thread_name = "task-status"
+
     def __init__(self, store: st.MemoryStore) -> None:
+        super().__init__()
         self.store = store
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[str, objects.TaskStatus]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="task-status", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        self._thread = None
+        super().stop()
         with self._lock:
             self._pending.clear()
 
@@ -53,8 +47,8 @@ class StatusBatcher:
             for task_id, status in updates:
                 self._pending[task_id] = (node_id, status)  # the newest wins
 
-    def _run(self) -> None:
-        while not self._stop.wait(FLUSH_PERIOD):
+    def run(self) -> None:
+        while not self.stopping.wait(FLUSH_PERIOD):
             with self._lock:
                 pending, self._pending = self._pending, {}
             if pending:
