@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from api import objects_pb2 as objects
-from api.errors import AlreadyExists
-from manager.store.tables import ALL, CONFIGS, SECRETS, ByName, Selector, Table
+from manager.store.tables import ALL, CONFIGS, SECRETS, Selector, Table
 from manager.store.tx import ReadTx, Tx, resolve
 
 
@@ -32,15 +31,8 @@ def get_config(tx: ReadTx, config_id: str) -> objects.Config | None:
 
 
 def create_file(tx: Tx, obj: objects.Secret | objects.Config) -> None:
-    """Create a secret or config; AlreadyExists if its name is taken."""
-    kind = "secret" if isinstance(obj, objects.Secret) else "config"
-    taken = (
-        find_secrets(tx, by=ByName(obj.spec.name))
-        if isinstance(obj, objects.Secret)
-        else find_configs(tx, by=ByName(obj.spec.name))
-    )
-    if taken:
-        raise AlreadyExists(f"{kind} {obj.spec.name} already exists")
+    """Create a secret or config; AlreadyExists if its name is taken (unique names are
+    the store's rule: tables.Table.unique_name)."""
     tx.create(obj)
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from api import objects_pb2 as objects
 from api.errors import InvalidArgument, SequenceConflict
@@ -35,6 +35,9 @@ from manager.store.tables import (
     TABLES,
     ErrorKind,
     Refusal,
+    StoreObject,
+    Table,
+    check_name,
     check_write,
     clone,
     error_for,
@@ -245,6 +248,7 @@ class MemoryStore:
     def _check(self, actions: Iterable[objects.StoreAction]) -> Refusal | None:
         """The first reason to refuse the batch, following its writes in order."""
         versions: dict[tuple[str, str], int | None] = {}  # as of this batch's start
+        named: dict[tuple[str, object], set[str]] = {}  # unique names this batch wrote
         for act in actions:
             found = target(act)
             if found is None or act.kind not in _KINDS:
@@ -257,11 +261,31 @@ class MemoryStore:
                 stored = self._state.rows[table.kind].get(obj.meta.id)
                 current = None if stored is None else stored.meta.version
             refusal = check_write(act.kind, table, obj, current_version=current)
+            if refusal is None and table.unique_name and act.kind != objects.StoreAction.REMOVE:
+                refusal = self._check_name(table, obj, versions=versions, named=named)
             if refusal is not None:
                 return refusal
             if act.kind != objects.StoreAction.UPDATE:
                 versions[key] = 0 if act.kind == objects.StoreAction.CREATE else None
         return None
+
+    def _check_name(
+        self,
+        table: Table[Any],
+        obj: StoreObject,
+        *,
+        versions: dict[tuple[str, str], int | None],
+        named: dict[tuple[str, object], set[str]],
+    ) -> Refusal | None:
+        """Whether `obj`'s name is free: held by no other stored object (unless this batch
+        removed it) nor by another object this batch wrote."""
+        name = table.index("name", obj)
+        stored = self._state.ids(table, "name", name) or set()
+        removed = {i for i in stored if versions.get((table.kind, i), 0) is None}
+        holders = named.setdefault((table.kind, name), set())
+        refusal = check_name(table, obj, holders=(stored - removed) | holders)
+        holders.add(obj.meta.id)
+        return refusal
 
     def _write(self, act: objects.StoreAction, version: int) -> Event:
         found = target(act)

@@ -1,15 +1,14 @@
 """Typed helpers for services and their tasks.
 
-A service's name is unique (ignoring case), as docker's is: `create_service` refuses a
-taken name inside the transaction. Tasks are found by service, node, desired state or
+A service's name is unique (ignoring case), as docker's is: the store refuses a taken
+name (tables.Table.unique_name), in the transaction and again when the batch is applied. Tasks are found by service, node, desired state or
 observed state through the store's maintained indexes, never by a scan.
 """
 
 from __future__ import annotations
 
 from api import objects_pb2 as objects
-from api.errors import AlreadyExists
-from manager.store.tables import ALL, SERVICES, TASKS, ByName, Selector
+from manager.store.tables import ALL, SERVICES, TASKS, Selector
 from manager.store.tx import ReadTx, Tx, resolve
 
 
@@ -23,8 +22,7 @@ def find_services(tx: ReadTx, *, by: Selector = ALL) -> list[objects.Service]:
 
 
 def create_service(tx: Tx, service: objects.Service) -> None:
-    if find_services(tx, by=ByName(service.spec.name)):
-        raise AlreadyExists(f"service {service.spec.name} already exists")
+    """AlreadyExists if the name is taken (the SERVICES table's names are unique)."""
     tx.create(service)
 
 

@@ -20,7 +20,7 @@ The write rules shared by a transaction's early checks and by `apply` live here 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Generic, Protocol, TypeVar, cast
@@ -52,6 +52,10 @@ class Table(Generic[ObjT]):
     # Indexes the store keeps up to date on every write, so that finds by them are not
     # scans (tasks by service, by node, by state: 100,000 tasks must stay cheap).
     maintained: tuple[str, ...] = ()
+    # Names unique within the kind (services, secrets, configs; docker allows two nodes
+    # with one hostname). Enforced by `apply` itself, so two creates racing for one name
+    # cannot both land; needs "name" in `maintained`.
+    unique_name: bool = False
 
     def index(self, name: str, obj: ObjT) -> object:
         """The value of index `name` for `obj`; InvalidArgument if the kind has none."""
@@ -244,6 +248,8 @@ SERVICES: Final = Table(
     plural="services",
     message=objects.Service,
     indexes={"name": _spec_name, "files": _service_files},
+    maintained=("name",),
+    unique_name=True,
 )
 TASKS: Final = Table(
     kind="task",
@@ -258,10 +264,20 @@ TASKS: Final = Table(
     maintained=("service", "node", "desired_state", "state"),
 )
 SECRETS: Final = Table(
-    kind="secret", plural="secrets", message=objects.Secret, indexes={"name": _spec_name}
+    kind="secret",
+    plural="secrets",
+    message=objects.Secret,
+    indexes={"name": _spec_name},
+    maintained=("name",),
+    unique_name=True,
 )
 CONFIGS: Final = Table(
-    kind="config", plural="configs", message=objects.Config, indexes={"name": _spec_name}
+    kind="config",
+    plural="configs",
+    message=objects.Config,
+    indexes={"name": _spec_name},
+    maintained=("name",),
+    unique_name=True,
 )
 TABLES: Final[tuple[Table[Any], ...]] = (NODES, CLUSTERS, SERVICES, TASKS, SECRETS, CONFIGS)
 BY_KIND: Final[Mapping[str, Table[Any]]] = {t.kind: t for t in TABLES}
@@ -334,6 +350,15 @@ _ERRORS: Final[Mapping[str, type[PyswarmError]]] = {
 def error_for(kind: str, message: str) -> PyswarmError:
     """The exception the proposer raises for an ApplyResult error."""
     return _ERRORS.get(kind, PyswarmError)(message)
+
+
+def check_name(table: Table[Any], obj: StoreObject, *, holders: Iterable[str]) -> Refusal | None:
+    """For a kind with unique names: refuse `obj` if an object with another id holds its
+    name (`holders`: the ids that do)."""
+    if not table.unique_name or all(i == obj.meta.id for i in holders):
+        return None
+    name = cast(Any, obj).spec.name
+    return Refusal(ErrorKind.EXISTS, f"{table.kind} {name} already exists")
 
 
 def check_write(

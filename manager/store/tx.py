@@ -31,6 +31,7 @@ from manager.store.tables import (
     StoreObject,
     Table,
     action,
+    check_name,
     check_write,
     clone,
     table_of,
@@ -232,6 +233,10 @@ class Tx(ReadTx):
         current = self._current(table, obj.meta.id)
         version = None if current is None else current.meta.version
         refusal = check_write(kind, table, obj, current_version=version)
+        if refusal is None and table.unique_name and kind != objects.StoreAction.REMOVE:
+            name = table.index("name", obj)
+            holders = [o.meta.id for o in self.find(table, by=ByName(str(name)), copy=False)]
+            refusal = check_name(table, obj, holders=holders)
         if refusal is not None:
             raise refusal.error()
         return current

@@ -189,6 +189,43 @@ def test_conflict_found_at_apply_maps_to_sequence_conflict(clock: Clock) -> None
     assert local.version == 2
 
 
+def service(service_id: str, name: str) -> objects.Service:
+    svc = objects.Service(spec=objects.ServiceSpec(name=name))
+    svc.meta.id = service_id
+    return svc
+
+
+def test_names_of_services_are_unique_even_when_two_creates_race(clock: Clock) -> None:
+    racers: list[bytes] = []
+
+    def propose(data: bytes) -> bytes:
+        for racer in racers:  # another manager's create of the same name lands first
+            local.apply(racer)
+        racers.clear()
+        return local.apply(data)
+
+    local = st.MemoryStore(propose=propose, clock=clock)
+    racer = objects.StoreAction(kind=objects.StoreAction.CREATE, service=service("s1", "Web"))
+    racers.append(objects.StoreBatch(actions=[racer]).SerializeToString())
+    with pytest.raises(AlreadyExists, match="service web already exists"):
+        local.update(lambda tx: st.create_service(tx, service("s2", "web")))
+    with pytest.raises(AlreadyExists, match="service WEB already exists"):  # the Tx's check
+        local.update(lambda tx: st.create_service(tx, service("s3", "WEB")))
+    # Within one batch: a second holder is refused; a rename frees the old name.
+    both = [service("s4", "api"), service("s5", "api")]
+    data = objects.StoreBatch(
+        actions=[objects.StoreAction(kind=objects.StoreAction.CREATE, service=s) for s in both]
+    ).SerializeToString()
+    assert objects.ApplyResult.FromString(local.apply(data)).error_kind == "exists"
+    renamed = local.view(lambda tx: st.get_service(tx, "s1"))
+    assert renamed is not None
+    renamed.spec.name = "front"
+    local.update(lambda tx: st.update_service(tx, renamed))
+    local.update(lambda tx: st.create_service(tx, service("s6", "web")))
+    names = sorted(s.spec.name for s in local.view(lambda tx: st.find_services(tx)))
+    assert names == ["front", "web"]
+
+
 def test_exists_and_not_found(store: st.MemoryStore) -> None:
     store.update(lambda tx: st.create_node(tx, node("a")))
     with pytest.raises(AlreadyExists, match="node a already exists"):
