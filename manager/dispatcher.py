@@ -157,11 +157,8 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         if replaced is not None:
             replaced.outbox.put(None)
         try:
-            node = self._set_state(
-                node_id,
-                objects.READY,
-                description=request.description,
-                addr=request.addr or peer_host(context),
+            node = self._mark_ready(
+                node_id, description=request.description, addr=request.addr or peer_host(context)
             )
             first = self._message(session, node)
             with self._lock:
@@ -196,11 +193,16 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         node_id = self._agent(context)
         period = self.period()
         with self._lock:
-            session = self._sessions.get(node_id)
-            if session is None or not request.session_id or session.id != request.session_id:
-                raise NotFound("session invalid: start a new session")
+            session = self._session(node_id, request.session_id)
             session.deadline = time.monotonic() + MISSED_HEARTBEATS * period
         return swarm.HeartbeatResponse(period=period)
+
+    def _session(self, node_id: str, session_id: str) -> AgentSession:
+        """The node's live session with this id; the caller holds `_lock`."""
+        session = self._sessions.get(node_id)
+        if session is None or not session_id or session.id != session_id:
+            raise NotFound("session invalid: start a new session")
+        return session
 
     @rpc
     def UpdateTaskStatus(
@@ -208,9 +210,7 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
     ) -> swarm.Empty:
         node_id = self._agent(context)
         with self._lock:
-            session = self._sessions.get(node_id)
-            if session is None or not request.session_id or session.id != request.session_id:
-                raise NotFound("session invalid: start a new session")
+            self._session(node_id, request.session_id)
         self.statuses.report(node_id, [(u.task_id, u.status) for u in request.updates])
         return swarm.Empty()
 
@@ -421,24 +421,20 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         except (NotFound, Unavailable) as exc:
             log.debug("node %s not marked down: %s", node_id, exc)
 
-    def _set_state(
-        self,
-        node_id: str,
-        state: objects.NodeState.ValueType,
-        *,
-        message: str = "",
-        description: objects.NodeDescription | None = None,
-        addr: str = "",
+    def _mark_ready(
+        self, node_id: str, *, description: objects.NodeDescription, addr: str
     ) -> objects.Node:
+        """A session started: the node is READY (DOWN is `_mark_down`'s own write)."""
+
         def update(tx: st.Tx) -> objects.Node:
             node = st.get_node(tx, node_id)
             if node is None:
                 raise NotFound(f"node {node_id} not found")
-            node.status.state = state
-            node.status.message = message
+            node.status.state = objects.READY
+            node.status.message = ""
             if addr:
                 node.status.addr = addr
-            if description is not None and description.hostname:
+            if description.hostname:
                 node.description.CopyFrom(description)
             st.update_node(tx, node)
             return node

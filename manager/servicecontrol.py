@@ -196,7 +196,8 @@ class Services:
             for ref in request.services:
                 service = st.resolve_service(tx, ref)
                 found.update(
-                    (t.meta.id, t) for t in st.find_tasks(tx, by=st.ByService(service.meta.id))
+                    (t.meta.id, t)
+                    for t in st.find_tasks(tx, by=st.ByService(service.meta.id), copy=False)
                 )
             for ref in request.nodes:
                 node = st.resolve_node(tx, ref)
@@ -220,26 +221,26 @@ class Services:
     # ---- secrets and configs -------------------------------------------------------
 
     def create_secret(self, spec: objects.SecretSpec) -> objects.Secret:
-        validate_name("secret", spec.name)
-        if not 0 < len(spec.data) <= MAX_SECRET_SIZE:
-            raise InvalidArgument(
-                f"secret data must be larger than 0 and less than 500 KB (got {len(spec.data)} bytes)"
-            )
         secret = objects.Secret(spec=spec)
-        secret.meta.id = new_id()
-        self.store.update(lambda tx: st.create_file(tx, secret))
-        return redact(self.get_secret(secret.meta.id))
+        self._create_file(secret, limit=MAX_SECRET_SIZE)
+        return self.get_secret(secret.meta.id)
 
     def create_config(self, spec: objects.SecretSpec) -> objects.Config:
-        validate_name("config", spec.name)
-        if not 0 < len(spec.data) <= MAX_CONFIG_SIZE:
-            raise InvalidArgument(
-                f"config data must be larger than 0 and less than 1000 KB (got {len(spec.data)} bytes)"
-            )
         config = objects.Config(spec=spec)
-        config.meta.id = new_id()
-        self.store.update(lambda tx: st.create_file(tx, config))
+        self._create_file(config, limit=MAX_CONFIG_SIZE)
         return self.get_config(config.meta.id)
+
+    def _create_file(self, obj: objects.Secret | objects.Config, *, limit: int) -> None:
+        kind = "secret" if isinstance(obj, objects.Secret) else "config"
+        validate_name(kind, obj.spec.name)
+        size = len(obj.spec.data)
+        if not 0 < size <= limit:
+            raise InvalidArgument(
+                f"{kind} data must be larger than 0 and less than {limit // 1024} KB "
+                f"(got {size} bytes)"
+            )
+        obj.meta.id = new_id()
+        self.store.update(lambda tx: st.create_file(tx, obj))
 
     def get_secret(self, ref: str) -> objects.Secret:
         return redact(self.store.view(lambda tx: st.resolve_file(tx, st.SECRETS, ref)))
