@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +15,8 @@ from cli import output, parse
 from cli.client import DaemonError, Engine, connect
 from cli.main import DEFAULT_HOST, HOST_META
 from cli.parse import FlagType
+
+T = TypeVar("T")
 
 
 class RunLikeCommand(click.Command):
@@ -51,6 +53,26 @@ def each(names: Iterable[str], action: Callable[[str], object], *, echo: bool = 
         if echo:
             click.echo(name)
     return failed
+
+
+def fetch_each(refs: Iterable[str], get: Callable[[str], T]) -> tuple[list[T], list[str]]:
+    """docker's multi-object reads (inspect, ps): what each ref names, in order, and the
+    one-line errors of those that failed; the command goes on with the others."""
+    found: list[T] = []
+    errors: list[str] = []
+    for ref in refs:
+        try:
+            found.append(get(ref))
+        except DaemonError as e:
+            errors.append(e.message)
+    return found, errors
+
+
+def show_errors(errors: Sequence[str]) -> int:
+    """Print `fetch_each`'s errors (after the output); the exit code: 1 if any."""
+    for message in errors:
+        click.echo(message, err=True)
+    return 1 if errors else 0
 
 
 def confirm(warning: str) -> bool:

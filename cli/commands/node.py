@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from cli import output, parse, swarmclient
-from cli.client import CliError, DaemonError
+from cli.client import CliError
 from cli.commands import common
 from cli.parse import FlagType
 from cli.swarmclient import AVAILABILITIES, REACHABILITIES, ROLES, STATES
@@ -117,22 +117,14 @@ def ls(quiet: bool, filters: tuple[tuple[str, str], ...], fmt: str | None) -> No
 @click.pass_context
 def inspect(ctx: click.Context, pretty: bool, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more nodes."""
-    found: list[opb.Node] = []
-    errors: list[str] = []
     with swarmclient.current() as client:
-        for ref in refs:
-            try:
-                found.append(client.get_node(ref))
-            except DaemonError as e:
-                errors.append(e.message)
+        found, errors = common.fetch_each(refs, client.get_node)
     if pretty:
         for n in found:
             click.echo(pretty_text(n))
     else:
         click.echo(output.json_array([node_doc(n) for n in found]))
-    for message in errors:
-        click.echo(message, err=True)
-    ctx.exit(1 if errors else 0)
+    ctx.exit(common.show_errors(errors))
 
 
 @node.command("update")
@@ -220,19 +212,12 @@ def ps(
     refs: tuple[str, ...],
 ) -> None:
     """List tasks running on one or more nodes, defaults to current node."""
-    errors: list[str] = []
     with swarmclient.current() as client:
-        for ref in refs or (swarmclient.SELF,):
-            try:
-                client.get_node(ref)
-            except DaemonError as e:
-                errors.append(e.message)
+        _, errors = common.fetch_each(refs or (swarmclient.SELF,), client.get_node)
     tasks: list[dict[str, Any]] = []  # tasks come with services
     if (not errors or tasks) and not quiet:
         common.print_rows(fmt, PS_HEADERS, tasks, [])
-    for message in errors:
-        click.echo(message, err=True)
-    ctx.exit(1 if errors else 0)
+    ctx.exit(common.show_errors(errors))
 
 
 # ---- actions --------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import click
 
 from cli import output, parse, serviceclient
-from cli.client import CliError, DaemonError
+from cli.client import CliError
 from cli.commands import common
 from cli.commands.node import go_json_time, go_time_string
 from cli.parse import FlagType
@@ -174,21 +174,13 @@ def group(kind: Kind) -> click.Group:
     )
     @click.argument("refs", metavar=f"{word.upper()}...", nargs=-1, required=True)
     def inspect(pretty: bool, refs: tuple[str, ...]) -> None:
-        found: list[opb.Secret | opb.Config] = []
-        errors: list[str] = []
         with serviceclient.current() as client:
-            for ref in refs:
-                try:
-                    found.append(_get(client, kind, ref))
-                except DaemonError as e:
-                    errors.append(e.message)
+            found, errors = common.fetch_each(refs, lambda ref: _get(client, kind, ref))
         if pretty:
             click.echo("\n\n".join(pretty_text(o, kind) for o in found))
         else:
             click.echo(output.json_array([doc(o, kind) for o in found]))
-        for message in errors:
-            click.echo(message, err=True)
-        sys.exit(1 if errors else 0)
+        sys.exit(common.show_errors(errors))
 
     @commands.command("rm", help=f"Remove one or more {plural}.")
     @click.argument("refs", metavar=f"{word.upper()}...", nargs=-1, required=True)

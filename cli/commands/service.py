@@ -295,15 +295,10 @@ def list_tasks(
     no_trunc: bool,
     quiet: bool,
 ) -> int:
-    errors: list[str] = []
     tasks: list[opb.Task] = []
     with serviceclient.current() as client:
-        ids = []
-        for ref in refs:
-            try:
-                ids.append(client.get_service(ref).meta.id)
-            except DaemonError as e:
-                errors.append(e.message)
+        services, errors = common.fetch_each(refs, client.get_service)
+        ids = [s.meta.id for s in services]
         if ids:
             tasks = client.list_tasks(services=ids)
         hostnames = (
@@ -316,9 +311,7 @@ def list_tasks(
     elif ids:
         rows = so.ps_rows(tasks, hostnames, now=time.time(), no_trunc=no_trunc)
         common.print_rows(fmt, so.PS_HEADERS, rows, so.ps_cells(rows))
-    for message in errors:
-        click.echo(message, err=True)
-    return 1 if errors else 0
+    return common.show_errors(errors)
 
 
 def task_matches(
@@ -356,21 +349,13 @@ def task_matches(
 @click.argument("refs", metavar="SERVICE...", nargs=-1, required=True)
 def inspect(pretty: bool, refs: tuple[str, ...]) -> None:
     """Display detailed information on one or more services."""
-    found: list[opb.Service] = []
-    errors: list[str] = []
     with serviceclient.current() as client:
-        for ref in refs:
-            try:
-                found.append(client.get_service(ref))
-            except DaemonError as e:
-                errors.append(e.message)
+        found, errors = common.fetch_each(refs, client.get_service)
     if pretty:
         click.echo("\n\n".join(so.pretty_text(s) for s in found))
     else:
         click.echo(output.json_array([so.service_doc(s) for s in found]))
-    for message in errors:
-        click.echo(message, err=True)
-    sys.exit(1 if errors else 0)
+    sys.exit(common.show_errors(errors))
 
 
 # ---- logs -------------------------------------------------------------------------
