@@ -25,6 +25,13 @@ DEFAULT_HOST = "unix:///run/pyswarm/pyswarm.sock"
 HOST_META = "pyswarm.host"
 
 
+def current_host() -> str:
+    """The daemon chosen by `-H`/`$PYSWARM_HOST` for the command being run."""
+    ctx = click.get_current_context(silent=True)
+    host = ctx.meta.get(HOST_META, DEFAULT_HOST) if ctx is not None else DEFAULT_HOST
+    return str(host)
+
+
 class Entry(NamedTuple):
     target: str  # "module:attr" of the click command
     help: str  # one line for the group's help; "" hides an alias

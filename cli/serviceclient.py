@@ -16,10 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-import click
-
-from cli.client import DaemonError, open_channel
-from cli.main import DEFAULT_HOST, HOST_META
+from cli.client import DaemonError
+from cli.main import current_host
 from cli.swarmclient import SwarmClient
 
 if TYPE_CHECKING:
@@ -57,19 +55,9 @@ class NoSuchConfig(NoSuchObject):
     kind = "config"
 
 
-def connect(host: str) -> ServiceClient:
-    """The Swarm and Control APIs of the daemon at `host`."""
-    from api.swarm_pb2_grpc import ControlStub, SwarmStub
-
-    channel = open_channel(host)
-    return ServiceClient(host, channel, SwarmStub(channel), ControlStub(channel))
-
-
 def current() -> ServiceClient:
     """A connection to the daemon chosen by `-H`/`$PYSWARM_HOST`."""
-    ctx = click.get_current_context(silent=True)
-    host = ctx.meta.get(HOST_META, DEFAULT_HOST) if ctx is not None else DEFAULT_HOST
-    return connect(host)
+    return ServiceClient.open(current_host())
 
 
 class ServiceClient(SwarmClient):

@@ -15,12 +15,10 @@ words). A daemon that is no manager answers Control calls with FAILED_PRECONDITI
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
-
-import click
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from cli.client import DaemonClient, DaemonError, open_channel
-from cli.main import DEFAULT_HOST, HOST_META
+from cli.main import current_host
 
 if TYPE_CHECKING:
     import grpc
@@ -52,21 +50,24 @@ class NoSuchNode(DaemonError):
 
 def connect(host: str) -> SwarmClient:
     """The Swarm and Control APIs of the daemon at `host`."""
-    from api.swarm_pb2_grpc import ControlStub, SwarmStub
-
-    channel = open_channel(host)
-    return SwarmClient(host, channel, SwarmStub(channel), ControlStub(channel))
+    return SwarmClient.open(host)
 
 
 def current() -> SwarmClient:
     """A connection to the daemon chosen by `-H`/`$PYSWARM_HOST`."""
-    ctx = click.get_current_context(silent=True)
-    host = ctx.meta.get(HOST_META, DEFAULT_HOST) if ctx is not None else DEFAULT_HOST
-    return connect(host)
+    return SwarmClient.open(current_host())
 
 
 class SwarmClient(DaemonClient):
     """The Swarm and Control APIs of one daemon, one method per RPC."""
+
+    @classmethod
+    def open(cls, host: str) -> Self:
+        """A client of this class over a new channel to the daemon at `host`."""
+        from api.swarm_pb2_grpc import ControlStub, SwarmStub
+
+        channel = open_channel(host)
+        return cls(host, channel, SwarmStub(channel), ControlStub(channel))
 
     def __init__(
         self, host: str, channel: grpc.Channel, swarm: SwarmStub, control: ControlStub

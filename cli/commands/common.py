@@ -13,7 +13,7 @@ import click
 
 from cli import output, parse
 from cli.client import DaemonError, Engine, connect
-from cli.main import DEFAULT_HOST, HOST_META
+from cli.main import current_host
 from cli.parse import FlagType
 
 T = TypeVar("T")
@@ -34,9 +34,7 @@ class RunLikeCommand(click.Command):
 
 def engine() -> Engine:
     """A connection to the daemon chosen by `-H`/`$PYSWARM_HOST`."""
-    ctx = click.get_current_context(silent=True)
-    host = ctx.meta.get(HOST_META, DEFAULT_HOST) if ctx is not None else DEFAULT_HOST
-    return connect(host)
+    return connect(current_host())
 
 
 def each(names: Iterable[str], action: Callable[[str], object], *, echo: bool = True) -> int:
