@@ -283,6 +283,11 @@ class ContainerConfig(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     AUTO_REMOVE_FIELD_NUMBER: _builtins.int
+    OVERLAYS_FIELD_NUMBER: _builtins.int
+    DNS_FIELD_NUMBER: _builtins.int
+    DNS_SEARCH_FIELD_NUMBER: _builtins.int
+    DNS_OPTIONS_FIELD_NUMBER: _builtins.int
+    EXTRA_HOSTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     entrypoint_set: _builtins.bool
@@ -319,6 +324,22 @@ class ContainerConfig(_message.Message):
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def overlays(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverlayAttachment]:
+        """swarm networks: eth1, eth2, ... in order"""
+
+    @_builtins.property
+    def dns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """nameservers ("" = the default resolv.conf)"""
+
+    @_builtins.property
+    def dns_search(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dns_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def extra_hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"NAME:IP" """
+
     def __init__(
         self,
         *,
@@ -343,14 +364,64 @@ class ContainerConfig(_message.Message):
         ports: _abc.Iterable[Global___PortBinding] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         auto_remove: _builtins.bool = ...,
+        overlays: _abc.Iterable[Global___OverlayAttachment] | None = ...,
+        dns: _abc.Iterable[_builtins.str] | None = ...,
+        dns_search: _abc.Iterable[_builtins.str] | None = ...,
+        dns_options: _abc.Iterable[_builtins.str] | None = ...,
+        extra_hosts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources", "restart", b"restart"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cmd", b"cmd", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "name", b"name", "network", b"network", "ports", b"ports", "read_only", b"read_only", "resources", b"resources", "restart", b"restart", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_remove", b"auto_remove", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "cmd", b"cmd", "dns", b"dns", "dns_options", b"dns_options", "dns_search", b"dns_search", "entrypoint", b"entrypoint", "entrypoint_set", b"entrypoint_set", "env", b"env", "extra_hosts", b"extra_hosts", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "name", b"name", "network", b"network", "overlays", b"overlays", "ports", b"ports", "read_only", b"read_only", "resources", b"resources", "restart", b"restart", "stop_signal", b"stop_signal", "stop_timeout", b"stop_timeout", "user", b"user", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerConfig: _TypeAlias = ContainerConfig  # noqa: Y015
+
+@_typing.final
+class OverlayAttachment(_message.Message):
+    """A swarm overlay network the container joins (its address allocated by the managers)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    NETWORK_NAME_FIELD_NUMBER: _builtins.int
+    VNI_FIELD_NUMBER: _builtins.int
+    SUBNET_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    MTU_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    network_name: _builtins.str
+    vni: _builtins.int
+    subnet: _builtins.str
+    address: _builtins.str
+    """"10.0.1.5/24" """
+    mtu: _builtins.int
+    """0 = the underlay's MTU - 50"""
+    ingress: _builtins.bool
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        network_name: _builtins.str = ...,
+        vni: _builtins.int = ...,
+        subnet: _builtins.str = ...,
+        address: _builtins.str = ...,
+        mtu: _builtins.int = ...,
+        ingress: _builtins.bool = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "aliases", b"aliases", "ingress", b"ingress", "mtu", b"mtu", "network_id", b"network_id", "network_name", b"network_name", "subnet", b"subnet", "vni", b"vni"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverlayAttachment: _TypeAlias = OverlayAttachment  # noqa: Y015
 
 @_typing.final
 class ContainerCreateRequest(_message.Message):

@@ -387,6 +387,7 @@ class Node(_message.Message):
     MANAGER_STATUS_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     CERT_NOT_AFTER_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
     role: Global___NodeRole.ValueType
     """the role of its current certificate"""
     cert_not_after: _builtins.float
@@ -402,6 +403,10 @@ class Node(_message.Message):
     def manager_status(self) -> Global___ManagerStatus:
         """set while the node is a manager"""
 
+    @_builtins.property
+    def ingress(self) -> Global___NetworkAttachment:
+        """this node's address on the ingress network (routing mesh)"""
+
     def __init__(
         self,
         *,
@@ -412,10 +417,11 @@ class Node(_message.Message):
         manager_status: Global___ManagerStatus | None = ...,
         role: Global___NodeRole.ValueType = ...,
         cert_not_after: _builtins.float = ...,
+        ingress: Global___NetworkAttachment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "manager_status", b"manager_status", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "ingress", b"ingress", "manager_status", b"manager_status", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cert_not_after", b"cert_not_after", "description", b"description", "manager_status", b"manager_status", "meta", b"meta", "role", b"role", "spec", b"spec", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cert_not_after", b"cert_not_after", "description", b"description", "ingress", b"ingress", "manager_status", b"manager_status", "meta", b"meta", "role", b"role", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -724,6 +730,10 @@ class ContainerSpec(_message.Message):
     HEALTHCHECK_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     CONFIGS_FIELD_NUMBER: _builtins.int
+    DNS_NAMESERVERS_FIELD_NUMBER: _builtins.int
+    DNS_SEARCH_FIELD_NUMBER: _builtins.int
+    DNS_OPTIONS_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
     image: _builtins.str
     """on tasks: pinned by digest when it could be resolved"""
     command_set: _builtins.bool
@@ -765,6 +775,18 @@ class ContainerSpec(_message.Message):
     def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileReference]: ...
     @_builtins.property
     def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileReference]: ...
+    @_builtins.property
+    def dns_nameservers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """--dns (default: the embedded resolver)"""
+
+    @_builtins.property
+    def dns_search(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dns_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """--host "NAME:IP" lines for /etc/hosts"""
+
     def __init__(
         self,
         *,
@@ -786,10 +808,14 @@ class ContainerSpec(_message.Message):
         healthcheck: Global___HealthConfig | None = ...,
         secrets: _abc.Iterable[Global___FileReference] | None = ...,
         configs: _abc.Iterable[Global___FileReference] | None = ...,
+        dns_nameservers: _abc.Iterable[_builtins.str] | None = ...,
+        dns_search: _abc.Iterable[_builtins.str] | None = ...,
+        dns_options: _abc.Iterable[_builtins.str] | None = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_grace_period", b"_stop_grace_period", "healthcheck", b"healthcheck", "stop_grace_period", b"stop_grace_period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_grace_period", b"_stop_grace_period", "args", b"args", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "configs", b"configs", "dir", b"dir", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "image", b"image", "labels", b"labels", "mounts", b"mounts", "read_only", b"read_only", "secrets", b"secrets", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_grace_period", b"_stop_grace_period", "args", b"args", "cap_add", b"cap_add", "cap_drop", b"cap_drop", "command", b"command", "command_set", b"command_set", "configs", b"configs", "dir", b"dir", "dns_nameservers", b"dns_nameservers", "dns_options", b"dns_options", "dns_search", b"dns_search", "env", b"env", "healthcheck", b"healthcheck", "hostname", b"hostname", "hosts", b"hosts", "image", b"image", "labels", b"labels", "mounts", b"mounts", "read_only", b"read_only", "secrets", b"secrets", "stop_grace_period", b"stop_grace_period", "stop_signal", b"stop_signal", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__stop_grace_period: _TypeAlias = _typing.Literal["stop_grace_period"]  # noqa: Y015
     _WhichOneofArgType__stop_grace_period: _TypeAlias = _typing.Literal["_stop_grace_period", b"_stop_grace_period"]  # noqa: Y015
@@ -1200,26 +1226,55 @@ class UpdateStatus(_message.Message):
 Global___UpdateStatus: _TypeAlias = UpdateStatus  # noqa: Y015
 
 @_typing.final
+class VirtualIP(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    ADDR_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    addr: _builtins.str
+    """"10.0.1.2/24" """
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        addr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "network_id", b"network_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VirtualIP: _TypeAlias = VirtualIP  # noqa: Y015
+
+@_typing.final
 class Endpoint(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SPEC_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
+    VIRTUAL_IPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def spec(self) -> Global___EndpointSpec: ...
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortConfig]:
         """as allocated (published ports filled in)"""
 
+    @_builtins.property
+    def virtual_ips(self) -> _containers.RepeatedCompositeFieldContainer[Global___VirtualIP]:
+        """one per attached network (vip mode and ingress)"""
+
     def __init__(
         self,
         *,
         spec: Global___EndpointSpec | None = ...,
         ports: _abc.Iterable[Global___PortConfig] | None = ...,
+        virtual_ips: _abc.Iterable[Global___VirtualIP] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "spec", b"spec", "virtual_ips", b"virtual_ips"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1359,6 +1414,7 @@ class Task(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     JOB_ITERATION_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     service_id: _builtins.str
     service_name: _builtins.str
     slot: _builtins.int
@@ -1379,6 +1435,10 @@ class Task(_message.Message):
     def endpoint(self) -> Global___Endpoint:
         """the service's endpoint when the task was made"""
 
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAttachment]:
+        """allocated addresses, one per network"""
+
     def __init__(
         self,
         *,
@@ -1393,14 +1453,205 @@ class Task(_message.Message):
         status: Global___TaskStatus | None = ...,
         job_iteration: _builtins.int = ...,
         endpoint: Global___Endpoint | None = ...,
+        networks: _abc.Iterable[Global___NetworkAttachment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "meta", b"meta", "spec", b"spec", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "node_id", b"node_id", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "endpoint", b"endpoint", "job_iteration", b"job_iteration", "meta", b"meta", "networks", b"networks", "node_id", b"node_id", "service_id", b"service_id", "service_name", b"service_name", "slot", b"slot", "spec", b"spec", "spec_version", b"spec_version", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class IPAMConfig(_message.Message):
+    """---- networks -----------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    IP_RANGE_FIELD_NUMBER: _builtins.int
+    subnet: _builtins.str
+    """"" = from the cluster's default address pool"""
+    gateway: _builtins.str
+    ip_range: _builtins.str
+    """addresses for tasks come from here (within subnet)"""
+    def __init__(
+        self,
+        *,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        ip_range: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "ip_range", b"ip_range", "subnet", b"subnet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IPAMConfig: _TypeAlias = IPAMConfig  # noqa: Y015
+
+@_typing.final
+class NetworkSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    IPAM_FIELD_NUMBER: _builtins.int
+    ATTACHABLE_FIELD_NUMBER: _builtins.int
+    INTERNAL_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    driver: _builtins.str
+    """"overlay" """
+    attachable: _builtins.bool
+    """standalone containers may join (`run --network`)"""
+    internal: _builtins.bool
+    """no route off the network"""
+    ingress: _builtins.bool
+    """the routing mesh's network"""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def ipam(self) -> Global___IPAMConfig: ...
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """driver options: "mtu" """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        driver: _builtins.str = ...,
+        ipam: Global___IPAMConfig | None = ...,
+        attachable: _builtins.bool = ...,
+        internal: _builtins.bool = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ingress: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ipam", b"ipam"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachable", b"attachable", "driver", b"driver", "ingress", b"ingress", "internal", b"internal", "ipam", b"ipam", "labels", b"labels", "name", b"name", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkSpec: _TypeAlias = NetworkSpec  # noqa: Y015
+
+@_typing.final
+class Network(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    META_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    VNI_FIELD_NUMBER: _builtins.int
+    SUBNET_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    PENDING_DELETE_FIELD_NUMBER: _builtins.int
+    vni: _builtins.int
+    """VXLAN id, 4096+"""
+    subnet: _builtins.str
+    """as allocated"""
+    gateway: _builtins.str
+    pending_delete: _builtins.bool
+    @_builtins.property
+    def meta(self) -> Global___Meta: ...
+    @_builtins.property
+    def spec(self) -> Global___NetworkSpec: ...
+    def __init__(
+        self,
+        *,
+        meta: Global___Meta | None = ...,
+        spec: Global___NetworkSpec | None = ...,
+        vni: _builtins.int = ...,
+        subnet: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        pending_delete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "meta", b"meta", "pending_delete", b"pending_delete", "spec", b"spec", "subnet", b"subnet", "vni", b"vni"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Network: _TypeAlias = Network  # noqa: Y015
+
+@_typing.final
+class NetworkAttachment(_message.Message):
+    """A task's (or a node's, or a standalone container's) place on one network."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    ADDRESSES_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network(self) -> Global___Network:
+        """a copy: the agent needs VNI and subnet before any view"""
+
+    @_builtins.property
+    def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"10.0.1.5/24" """
+
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        network: Global___Network | None = ...,
+        addresses: _abc.Iterable[_builtins.str] | None = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "aliases", b"aliases", "network", b"network"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkAttachment: _TypeAlias = NetworkAttachment  # noqa: Y015
 
 @_typing.final
 class SecretSpec(_message.Message):
@@ -1527,6 +1778,7 @@ class StoreAction(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     kind: Global___StoreAction.Kind.ValueType
     @_builtins.property
     def node(self) -> Global___Node: ...
@@ -1540,6 +1792,8 @@ class StoreAction(_message.Message):
     def secret(self) -> Global___Secret: ...
     @_builtins.property
     def config(self) -> Global___Config: ...
+    @_builtins.property
+    def network(self) -> Global___Network: ...
     def __init__(
         self,
         *,
@@ -1550,12 +1804,13 @@ class StoreAction(_message.Message):
         task: Global___Task | None = ...,
         secret: Global___Secret | None = ...,
         config: Global___Config | None = ...,
+        network: Global___Network | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "network", b"network", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "kind", b"kind", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "config", b"config", "kind", b"kind", "network", b"network", "node", b"node", "secret", b"secret", "service", b"service", "target", b"target", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["node", "cluster", "service", "task", "secret", "config"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["node", "cluster", "service", "task", "secret", "config", "network"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
@@ -1621,6 +1876,7 @@ class StoreSnapshot(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     CONFIGS_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Node]: ...
@@ -1634,6 +1890,8 @@ class StoreSnapshot(_message.Message):
     def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Secret]: ...
     @_builtins.property
     def configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Config]: ...
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Network]: ...
     def __init__(
         self,
         *,
@@ -1644,10 +1902,11 @@ class StoreSnapshot(_message.Message):
         tasks: _abc.Iterable[Global___Task] | None = ...,
         secrets: _abc.Iterable[Global___Secret] | None = ...,
         configs: _abc.Iterable[Global___Config] | None = ...,
+        networks: _abc.Iterable[Global___Network] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "configs", b"configs", "nodes", b"nodes", "secrets", b"secrets", "services", b"services", "tasks", b"tasks", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "configs", b"configs", "networks", b"networks", "nodes", b"nodes", "secrets", b"secrets", "services", b"services", "tasks", b"tasks", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -665,6 +665,46 @@ class ConfigList(_message.Message):
 Global___ConfigList: _TypeAlias = ConfigList  # noqa: Y015
 
 @_typing.final
+class NetworkList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.Network]: ...
+    def __init__(
+        self,
+        *,
+        networks: _abc.Iterable[_objects_pb2.Network] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["networks", b"networks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkList: _TypeAlias = NetworkList  # noqa: Y015
+
+@_typing.final
+class PruneNetworksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deleted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        deleted: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PruneNetworksResponse: _TypeAlias = PruneNetworksResponse  # noqa: Y015
+
+@_typing.final
 class ServiceLogsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -757,6 +797,7 @@ class SessionMessage(_message.Message):
     ROOT_CA_PEM_FIELD_NUMBER: _builtins.int
     ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     LOG_SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     heartbeat_period: _builtins.float
     root_ca_pem: _builtins.bytes
@@ -770,6 +811,8 @@ class SessionMessage(_message.Message):
     def assignments(self) -> Global___AssignmentsMessage: ...
     @_builtins.property
     def log_subscription(self) -> Global___LogSubscription: ...
+    @_builtins.property
+    def networks(self) -> Global___NetworkViews: ...
     def __init__(
         self,
         *,
@@ -780,14 +823,212 @@ class SessionMessage(_message.Message):
         root_ca_pem: _builtins.bytes = ...,
         assignments: Global___AssignmentsMessage | None = ...,
         log_subscription: Global___LogSubscription | None = ...,
+        networks: Global___NetworkViews | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "log_subscription", b"log_subscription", "node", b"node"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "log_subscription", b"log_subscription", "networks", b"networks", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "log_subscription", b"log_subscription", "managers", b"managers", "node", b"node", "root_ca_pem", b"root_ca_pem", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "heartbeat_period", b"heartbeat_period", "log_subscription", b"log_subscription", "managers", b"managers", "networks", b"networks", "node", b"node", "root_ca_pem", b"root_ca_pem", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionMessage: _TypeAlias = SessionMessage  # noqa: Y015
+
+@_typing.final
+class NetworkEndpoint(_message.Message):
+    """---- overlay networks as one node needs them -----------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    NODE_ADDR_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """task id (node id for a node's ingress address)"""
+    name: _builtins.str
+    """task or container name"""
+    service_id: _builtins.str
+    service_name: _builtins.str
+    address: _builtins.str
+    """"10.0.1.5" (no prefix)"""
+    node_addr: _builtins.str
+    """underlay (VXLAN tunnel) address of its node"""
+    ready: _builtins.bool
+    """running and healthy: in DNS answers and load balancing"""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        service_id: _builtins.str = ...,
+        service_name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        node_addr: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+        ready: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "aliases", b"aliases", "id", b"id", "name", b"name", "node_addr", b"node_addr", "ready", b"ready", "service_id", b"service_id", "service_name", b"service_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkEndpoint: _TypeAlias = NetworkEndpoint  # noqa: Y015
+
+@_typing.final
+class ServiceVip(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    VIP_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    service_id: _builtins.str
+    name: _builtins.str
+    mode: _builtins.str
+    """vip | dnsrr"""
+    vip: _builtins.str
+    """"10.0.1.2" ("" in dnsrr mode)"""
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_objects_pb2.PortConfig]:
+        """ingress-published (ingress network only)"""
+
+    def __init__(
+        self,
+        *,
+        service_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        vip: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+        ports: _abc.Iterable[_objects_pb2.PortConfig] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "mode", b"mode", "name", b"name", "ports", b"ports", "service_id", b"service_id", "vip", b"vip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceVip: _TypeAlias = ServiceVip  # noqa: Y015
+
+@_typing.final
+class NetworkView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network(self) -> _objects_pb2.Network: ...
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkEndpoint]: ...
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceVip]: ...
+    def __init__(
+        self,
+        *,
+        network: _objects_pb2.Network | None = ...,
+        endpoints: _abc.Iterable[Global___NetworkEndpoint] | None = ...,
+        services: _abc.Iterable[Global___ServiceVip] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "network", b"network", "services", b"services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkView: _TypeAlias = NetworkView  # noqa: Y015
+
+@_typing.final
+class NetworkViews(_message.Message):
+    """Every network the node takes part in; each message replaces the previous set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORKS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """increasing: an agent ignores an older set than it has"""
+    @_builtins.property
+    def networks(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkView]: ...
+    def __init__(
+        self,
+        *,
+        networks: _abc.Iterable[Global___NetworkView] | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["networks", b"networks", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkViews: _TypeAlias = NetworkViews  # noqa: Y015
+
+@_typing.final
+class AttachNetworkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_NAME_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    network: _builtins.str
+    """name, id or id prefix of an attachable overlay"""
+    container_id: _builtins.str
+    container_name: _builtins.str
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        network: _builtins.str = ...,
+        container_id: _builtins.str = ...,
+        container_name: _builtins.str = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "container_id", b"container_id", "container_name", b"container_name", "network", b"network", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachNetworkRequest: _TypeAlias = AttachNetworkRequest  # noqa: Y015
+
+@_typing.final
+class DetachNetworkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    container_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        container_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachNetworkRequest: _TypeAlias = DetachNetworkRequest  # noqa: Y015
 
 @_typing.final
 class HeartbeatRequest(_message.Message):

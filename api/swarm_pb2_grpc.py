@@ -394,6 +394,31 @@ class ControlStub:
                 request_serializer=api_dot_swarm__pb2.ObjectRef.SerializeToString,
                 response_deserializer=api_dot_swarm__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/pyswarm.swarm.Control/CreateNetwork',
+                request_serializer=api_dot_objects__pb2.NetworkSpec.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Network.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/pyswarm.swarm.Control/GetNetwork',
+                request_serializer=api_dot_swarm__pb2.ObjectRef.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.Network.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/pyswarm.swarm.Control/ListNetworks',
+                request_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.NetworkList.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/pyswarm.swarm.Control/RemoveNetwork',
+                request_serializer=api_dot_swarm__pb2.ObjectRef.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                _registered_method=True)
+        self.PruneNetworks = channel.unary_unary(
+                '/pyswarm.swarm.Control/PruneNetworks',
+                request_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.PruneNetworksResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -539,6 +564,36 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -656,6 +711,31 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.RemoveConfig,
                     request_deserializer=api_dot_swarm__pb2.ObjectRef.FromString,
                     response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=api_dot_objects__pb2.NetworkSpec.FromString,
+                    response_serializer=api_dot_objects__pb2.Network.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=api_dot_swarm__pb2.ObjectRef.FromString,
+                    response_serializer=api_dot_objects__pb2.Network.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                    response_serializer=api_dot_swarm__pb2.NetworkList.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=api_dot_swarm__pb2.ObjectRef.FromString,
+                    response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
+            ),
+            'PruneNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneNetworks,
+                    request_deserializer=api_dot_swarm__pb2.Empty.FromString,
+                    response_serializer=api_dot_swarm__pb2.PruneNetworksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1289,6 +1369,141 @@ class Control:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/CreateNetwork',
+            api_dot_objects__pb2.NetworkSpec.SerializeToString,
+            api_dot_objects__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/GetNetwork',
+            api_dot_swarm__pb2.ObjectRef.SerializeToString,
+            api_dot_objects__pb2.Network.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/ListNetworks',
+            api_dot_swarm__pb2.Empty.SerializeToString,
+            api_dot_swarm__pb2.NetworkList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/RemoveNetwork',
+            api_dot_swarm__pb2.ObjectRef.SerializeToString,
+            api_dot_swarm__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Control/PruneNetworks',
+            api_dot_swarm__pb2.Empty.SerializeToString,
+            api_dot_swarm__pb2.PruneNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class DispatcherStub:
     """Missing associated documentation comment in .proto file."""
@@ -1323,6 +1538,16 @@ class DispatcherStub:
                 '/pyswarm.swarm.Dispatcher/RenewCertificate',
                 request_serializer=api_dot_swarm__pb2.CertificateRequest.SerializeToString,
                 response_deserializer=api_dot_swarm__pb2.CertificateResponse.FromString,
+                _registered_method=True)
+        self.AttachNetwork = channel.unary_unary(
+                '/pyswarm.swarm.Dispatcher/AttachNetwork',
+                request_serializer=api_dot_swarm__pb2.AttachNetworkRequest.SerializeToString,
+                response_deserializer=api_dot_objects__pb2.NetworkAttachment.FromString,
+                _registered_method=True)
+        self.DetachNetwork = channel.unary_unary(
+                '/pyswarm.swarm.Dispatcher/DetachNetwork',
+                request_serializer=api_dot_swarm__pb2.DetachNetworkRequest.SerializeToString,
+                response_deserializer=api_dot_swarm__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -1359,6 +1584,18 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1386,6 +1623,16 @@ def add_DispatcherServicer_to_server(servicer, server):
                     servicer.RenewCertificate,
                     request_deserializer=api_dot_swarm__pb2.CertificateRequest.FromString,
                     response_serializer=api_dot_swarm__pb2.CertificateResponse.SerializeToString,
+            ),
+            'AttachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachNetwork,
+                    request_deserializer=api_dot_swarm__pb2.AttachNetworkRequest.FromString,
+                    response_serializer=api_dot_objects__pb2.NetworkAttachment.SerializeToString,
+            ),
+            'DetachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachNetwork,
+                    request_deserializer=api_dot_swarm__pb2.DetachNetworkRequest.FromString,
+                    response_serializer=api_dot_swarm__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1523,6 +1770,60 @@ class Dispatcher:
             '/pyswarm.swarm.Dispatcher/RenewCertificate',
             api_dot_swarm__pb2.CertificateRequest.SerializeToString,
             api_dot_swarm__pb2.CertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Dispatcher/AttachNetwork',
+            api_dot_swarm__pb2.AttachNetworkRequest.SerializeToString,
+            api_dot_objects__pb2.NetworkAttachment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pyswarm.swarm.Dispatcher/DetachNetwork',
+            api_dot_swarm__pb2.DetachNetworkRequest.SerializeToString,
+            api_dot_swarm__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -127,6 +127,11 @@ class ControlStub:
     GetConfig: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Config]
     ListConfigs: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.ConfigList]
     RemoveConfig: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]
+    CreateNetwork: _grpc.UnaryUnaryMultiCallable[_objects_pb2.NetworkSpec, _objects_pb2.Network]
+    GetNetwork: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Network]
+    ListNetworks: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.NetworkList]
+    RemoveNetwork: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]
+    PruneNetworks: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.PruneNetworksResponse]
 
 @_typing.type_check_only
 class ControlAsyncStub(ControlStub):
@@ -156,6 +161,11 @@ class ControlAsyncStub(ControlStub):
     GetConfig: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Config]  # type: ignore[assignment]
     ListConfigs: _aio.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.ConfigList]  # type: ignore[assignment]
     RemoveConfig: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]  # type: ignore[assignment]
+    CreateNetwork: _aio.UnaryUnaryMultiCallable[_objects_pb2.NetworkSpec, _objects_pb2.Network]  # type: ignore[assignment]
+    GetNetwork: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _objects_pb2.Network]  # type: ignore[assignment]
+    ListNetworks: _aio.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.NetworkList]  # type: ignore[assignment]
+    RemoveNetwork: _aio.UnaryUnaryMultiCallable[_swarm_pb2.ObjectRef, _swarm_pb2.Empty]  # type: ignore[assignment]
+    PruneNetworks: _aio.UnaryUnaryMultiCallable[_swarm_pb2.Empty, _swarm_pb2.PruneNetworksResponse]  # type: ignore[assignment]
 
 class ControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -321,6 +331,41 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
 
+    @_abc_1.abstractmethod
+    def CreateNetwork(
+        self,
+        request: _objects_pb2.NetworkSpec,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Network, _abc.Awaitable[_objects_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetwork(
+        self,
+        request: _swarm_pb2.ObjectRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.Network, _abc.Awaitable[_objects_pb2.Network]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworks(
+        self,
+        request: _swarm_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.NetworkList, _abc.Awaitable[_swarm_pb2.NetworkList]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveNetwork(
+        self,
+        request: _swarm_pb2.ObjectRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def PruneNetworks(
+        self,
+        request: _swarm_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.PruneNetworksResponse, _abc.Awaitable[_swarm_pb2.PruneNetworksResponse]]: ...
+
 def add_ControlServicer_to_server(servicer: ControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class DispatcherStub:
@@ -333,6 +378,8 @@ class DispatcherStub:
     PublishLogs: _grpc.StreamUnaryMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.Empty]
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.HeartbeatRequest, _swarm_pb2.HeartbeatResponse]
     RenewCertificate: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.CertificateRequest, _swarm_pb2.CertificateResponse]
+    AttachNetwork: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.AttachNetworkRequest, _objects_pb2.NetworkAttachment]
+    DetachNetwork: _grpc.UnaryUnaryMultiCallable[_swarm_pb2.DetachNetworkRequest, _swarm_pb2.Empty]
 
 @_typing.type_check_only
 class DispatcherAsyncStub(DispatcherStub):
@@ -342,6 +389,8 @@ class DispatcherAsyncStub(DispatcherStub):
     PublishLogs: _aio.StreamUnaryMultiCallable[_swarm_pb2.LogMessage, _swarm_pb2.Empty]  # type: ignore[assignment]
     Heartbeat: _aio.UnaryUnaryMultiCallable[_swarm_pb2.HeartbeatRequest, _swarm_pb2.HeartbeatResponse]  # type: ignore[assignment]
     RenewCertificate: _aio.UnaryUnaryMultiCallable[_swarm_pb2.CertificateRequest, _swarm_pb2.CertificateResponse]  # type: ignore[assignment]
+    AttachNetwork: _aio.UnaryUnaryMultiCallable[_swarm_pb2.AttachNetworkRequest, _objects_pb2.NetworkAttachment]  # type: ignore[assignment]
+    DetachNetwork: _aio.UnaryUnaryMultiCallable[_swarm_pb2.DetachNetworkRequest, _swarm_pb2.Empty]  # type: ignore[assignment]
 
 class DispatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -378,6 +427,20 @@ class DispatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _swarm_pb2.CertificateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_swarm_pb2.CertificateResponse, _abc.Awaitable[_swarm_pb2.CertificateResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AttachNetwork(
+        self,
+        request: _swarm_pb2.AttachNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_objects_pb2.NetworkAttachment, _abc.Awaitable[_objects_pb2.NetworkAttachment]]: ...
+
+    @_abc_1.abstractmethod
+    def DetachNetwork(
+        self,
+        request: _swarm_pb2.DetachNetworkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_swarm_pb2.Empty, _abc.Awaitable[_swarm_pb2.Empty]]: ...
 
 def add_DispatcherServicer_to_server(servicer: DispatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

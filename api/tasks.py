@@ -55,6 +55,15 @@ def is_terminal(state: State) -> bool:
     return state >= objects.TASK_COMPLETE
 
 
+ALLOCATION_FAILED = "could not allocate IP"
+
+
+def awaiting_addresses(task: objects.Task) -> bool:
+    """A PENDING task whose network addresses could not be allocated yet: the
+    allocator retries it when addresses are freed; the scheduler leaves it alone."""
+    return task.status.err.startswith(ALLOCATION_FAILED)
+
+
 def slot_or_node(task: objects.Task) -> str:
     return str(task.slot) if task.slot else task.node_id
 

@@ -4,7 +4,7 @@
 # `install.sh host` prepares the kernel side (cgroups, modules, forwarding).
 set -euo pipefail
 
-PACKAGES=(crun runc conmon busybox-static nftables iproute2 skopeo python3-venv
+PACKAGES=(crun runc conmon busybox-static nftables iproute2 skopeo iperf3 python3-venv
           util-linux kmod docker-registry apache2-utils openssl)
 
 die() { echo "install.sh: $*" >&2; exit 1; }

@@ -5,7 +5,7 @@ network and broadcast addresses are never handed out. Allocation walks forward f
 the last address handed out and wraps around, like docker's allocator, so a released
 address is not reused at once (a stale ARP entry for it may still be cached on peers).
 
-    ipam = Ipam("172.30.0.0/16", network_name="pyswarm0")
+    ipam = Ipam("172.30.0.0/16", network_name="pyswarm0")   # or gateway=..., ip_range=...
     ip = ipam.allocate()          # IPv4Address("172.30.0.2")
     ipam.release(ip)
     ipam.reserve(ip)              # at restore: addresses read back from saved state
@@ -23,13 +23,18 @@ from api import errors
 class Ipam:
     """Addresses in use in one subnet; not thread-safe (the driver holds its lock)."""
 
-    def __init__(self, subnet: str, *, network_name: str) -> None:
+    def __init__(
+        self, subnet: str, *, network_name: str, gateway: str = "", ip_range: str = ""
+    ) -> None:
         self.network = parse_subnet(subnet)
         self.network_name = network_name
-        self.gateway = self.network.network_address + 1
-        self._first = int(self.gateway) + 1
-        self._last = int(self.network.broadcast_address) - 1
-        self._in_use: set[int] = set()
+        self.gateway = (
+            parse_gateway(gateway, self.network) if gateway else (self.network.network_address + 1)
+        )
+        pool = parse_ip_range(ip_range, self.network) if ip_range else self.network
+        self._first = max(int(pool.network_address), int(self.network.network_address) + 1)
+        self._last = min(int(pool.broadcast_address), int(self.network.broadcast_address) - 1)
+        self._in_use: set[int] = {int(self.gateway)}
         self._cursor = self._first - 1
 
     @property
@@ -39,7 +44,7 @@ class Ipam:
 
     @property
     def allocated(self) -> frozenset[IPv4Address]:
-        return frozenset(IPv4Address(a) for a in self._in_use)
+        return frozenset(IPv4Address(a) for a in self._in_use if a != int(self.gateway))
 
     def interface(self, address: IPv4Address) -> IPv4Interface:
         """`address` with the subnet's prefix length, as put on a container's eth0."""
@@ -59,7 +64,10 @@ class Ipam:
     def reserve(self, address: IPv4Address) -> None:
         """Mark a known address as in use (state read back at start)."""
         value = int(address)
-        if not self._first <= value <= self._last:
+        if address not in self.network or value in (
+            int(self.network.network_address),
+            int(self.network.broadcast_address),
+        ):
             raise ValueError(f"{address} is not an assignable address of {self.network}")
         if value in self._in_use:
             raise ValueError(f"{address} is already in use on {self.network_name}")
@@ -67,7 +75,30 @@ class Ipam:
 
     def release(self, address: IPv4Address) -> None:
         """Return an address to the pool; releasing a free address is a no-op."""
-        self._in_use.discard(int(address))
+        if int(address) != int(self.gateway):
+            self._in_use.discard(int(address))
+
+
+def parse_gateway(gateway: str, network: IPv4Network) -> IPv4Address:
+    """A gateway that is an assignable address of `network`."""
+    try:
+        address = IPv4Address(gateway)
+    except ValueError:
+        raise errors.InvalidArgument(f"invalid gateway {gateway!r}") from None
+    if address not in network or address in (network.network_address, network.broadcast_address):
+        raise errors.InvalidArgument(f"gateway {gateway} is not a host address of {network}")
+    return address
+
+
+def parse_ip_range(ip_range: str, network: IPv4Network) -> IPv4Network:
+    """An --ip-range inside the subnet."""
+    try:
+        pool = IPv4Network(ip_range, strict=True)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"invalid ip-range {ip_range!r}: {exc}") from None
+    if not pool.subnet_of(network):
+        raise errors.InvalidArgument(f"ip-range {ip_range} is not within the subnet {network}")
+    return pool
 
 
 def parse_subnet(subnet: str) -> IPv4Network:

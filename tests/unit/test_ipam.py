@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Interface
 import pytest
 
 from api import errors
-from overlay.ipam import Ipam, parse_subnet
+from api.ipam import Ipam, parse_subnet
 
 pytestmark = pytest.mark.unit
 
