@@ -276,6 +276,42 @@ class ControlServicer(swarm_grpc.ControlServicer):
         self.manager.services.remove_config(request.ref)
         return swarm.Empty()
 
+    @rpc
+    def CreateNetwork(
+        self, request: objects.NetworkSpec, context: grpc.ServicerContext
+    ) -> objects.Network:
+        self._check(context)
+        return self.manager.networks.create_network(request)
+
+    @rpc
+    def GetNetwork(
+        self, request: swarm.ObjectRef, context: grpc.ServicerContext
+    ) -> objects.Network:
+        self._check(context)
+        self.manager.read_barrier()
+        return self.manager.networks.get_network(request.ref)
+
+    @rpc
+    def ListNetworks(
+        self, request: swarm.Empty, context: grpc.ServicerContext
+    ) -> swarm.NetworkList:
+        self._check(context)
+        self.manager.read_barrier()
+        return swarm.NetworkList(networks=self.manager.networks.list_networks())
+
+    @rpc
+    def RemoveNetwork(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> swarm.Empty:
+        self._check(context)
+        self.manager.networks.remove_network(request.ref)
+        return swarm.Empty()
+
+    @rpc
+    def PruneNetworks(
+        self, request: swarm.Empty, context: grpc.ServicerContext
+    ) -> swarm.PruneNetworksResponse:
+        self._check(context)
+        return swarm.PruneNetworksResponse(deleted=self.manager.networks.prune_networks())
+
 
 def new_unlock_key() -> bytes:
     import base64

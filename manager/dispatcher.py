@@ -32,7 +32,7 @@ from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.errors import NotFound, SequenceConflict, Unavailable
 from api.rpc import rpc
-from manager import auth
+from manager import auth, networkcontrol
 from manager import store as st
 from manager.assignments import Changes, add_files, files_of, full_set
 from manager.logbroker import LogBroker
@@ -164,6 +164,7 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
             with self._lock:
                 full = self._full_set(session)
             first.assignments.CopyFrom(full)
+            first.networks.CopyFrom(self.manager.netviews.current(node_id))
             yield first
             while context.is_active() and self._leading.is_set():
                 try:
@@ -222,6 +223,36 @@ class Dispatcher(swarm_grpc.DispatcherServicer):
         for message in request_iterator:
             if not self.logs.publish(node_id, message):
                 break  # the reader went away: the agent stops when this call ends
+        return swarm.Empty()
+
+    @rpc
+    def AttachNetwork(
+        self, request: swarm.AttachNetworkRequest, context: grpc.ServicerContext
+    ) -> objects.NetworkAttachment:
+        """`run --network <attachable overlay>` on a node: an address for the container."""
+        node_id = self._agent(context)
+        with self._lock:
+            self._session(node_id, request.session_id)
+        return networkcontrol.attach(
+            self.manager.networks,
+            node_id=node_id,
+            ref=request.network,
+            container_id=request.container_id,
+            name=request.container_name,
+            aliases=list(request.aliases),
+            deadline=self.manager.clock() + networkcontrol.ATTACH_TIMEOUT,
+        )
+
+    @rpc
+    def DetachNetwork(
+        self, request: swarm.DetachNetworkRequest, context: grpc.ServicerContext
+    ) -> swarm.Empty:
+        node_id = self._agent(context)
+        with self._lock:
+            self._session(node_id, request.session_id)
+        networkcontrol.detach(
+            self.manager.store, node_id=node_id, container_id=request.container_id
+        )
         return swarm.Empty()
 
     def send(self, node_id: str, message: swarm.SessionMessage) -> bool:

@@ -108,6 +108,8 @@ class Manager:
         from manager.control import ControlServicer
         from manager.dispatcher import Dispatcher
         from manager.membership import MembershipServicer
+        from manager.netviews import NetViews
+        from manager.networkcontrol import Networks
         from manager.nodeca import NodeCAServicer
         from manager.pipeline import Pipeline
         from manager.roles import RoleManager
@@ -126,7 +128,9 @@ class Manager:
         self.dispatcher = Dispatcher(self)
         self.roles = RoleManager(self)
         self.services = Services(self.store, clock=clock)
+        self.networks = Networks(self.store, clock=clock)
         self.pipeline = Pipeline(self.store)
+        self.netviews = NetViews(self.store, send=self.dispatcher.send)
         self.control = ControlServicer(self, authorize=True)
         self.local_control = ControlServicer(self, authorize=False)
         self._membership = MembershipServicer(self)
@@ -280,10 +284,19 @@ class Manager:
                 self.dispatcher.start_leading()
                 self.roles.start()
                 self.pipeline.start()
+                self.netviews.start()
+                self._ensure_ingress()
             else:
+                self.netviews.stop()
                 self.pipeline.stop()
                 self.roles.stop()
                 self.dispatcher.stop_leading()
+
+    def _ensure_ingress(self) -> None:
+        try:
+            self.networks.ensure_ingress()
+        except PyswarmError as exc:  # the next leader tries again
+            log.warning("could not create the ingress network: %s", exc)
 
     @property
     def is_leader(self) -> bool:

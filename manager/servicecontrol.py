@@ -18,7 +18,7 @@ their secrets and configs; it never creates or changes tasks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from api import objects_pb2 as objects
@@ -113,6 +113,88 @@ def _resolve_files(tx: st.ReadTx, spec: objects.ServiceSpec) -> None:
             ref.mode = ref.mode or 0o444
 
 
+_ALIAS: Final = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]{0,62})$")
+DYNAMIC_PORTS: Final = range(30000, 32768)  # docker's range for ingress ports given no number
+
+
+def _resolve_networks(tx: st.ReadTx, spec: objects.ServiceSpec) -> None:
+    """Network names in the spec become ids; the ingress network is the mesh's own."""
+    seen: set[str] = set()
+    for attachment in spec.task.networks:
+        try:
+            network = st.resolve_network(tx, attachment.target)
+        except NotFound:
+            raise InvalidArgument(f"network {attachment.target} not found") from None
+        if network.spec.ingress:
+            raise InvalidArgument(
+                "service cannot be explicitly attached to the ingress network "
+                f"{network.spec.name!r}"
+            )
+        if network.meta.id in seen:
+            raise InvalidArgument(f"network {network.spec.name} is attached more than once")
+        seen.add(network.meta.id)
+        for alias in attachment.aliases:
+            if not _ALIAS.match(alias):
+                raise InvalidArgument(
+                    f"invalid alias {alias!r}: a DNS name of [a-zA-Z0-9_.-], up to 63 characters"
+                )
+        attachment.target = network.meta.id
+
+
+def _ingress_ports(ports: Iterable[objects.PortConfig]) -> list[objects.PortConfig]:
+    return [p for p in ports if p.publish_mode in ("", "ingress")]
+
+
+def _allocate_ports(
+    tx: st.ReadTx, service: objects.Service, *, old: objects.Service | None
+) -> None:
+    """The service's endpoint ports: its spec's, with ingress ports given a number
+    (kept from before when the same target was published dynamically) and refused when
+    another service already publishes the same port."""
+    spec_ports = list(service.spec.endpoint.ports)
+    if service.spec.endpoint.mode == "dnsrr" and _ingress_ports(spec_ports):
+        raise InvalidArgument("port published with ingress mode can't be used with dnsrr mode")
+    taken: dict[tuple[str, int], str] = {}
+    for other in st.find_services(tx):
+        if other.meta.id == service.meta.id:
+            continue
+        for port in _ingress_ports(other.endpoint.ports):
+            taken[(port.protocol or "tcp", port.published_port)] = other.spec.name
+    previous = {
+        (p.protocol or "tcp", p.target_port): p.published_port
+        for p in (old.endpoint.ports if old else ())
+        if p.publish_mode in ("", "ingress")
+    }
+    ports: list[objects.PortConfig] = []
+    for spec_port in spec_ports:
+        port = objects.PortConfig()
+        port.CopyFrom(spec_port)
+        port.protocol = port.protocol or "tcp"
+        port.publish_mode = port.publish_mode or "ingress"
+        if port.publish_mode == "ingress":
+            key = (port.protocol, port.published_port)
+            if port.published_port and key in taken:
+                raise Conflict(
+                    f"port '{port.published_port}' is already in use by service "
+                    f"'{taken[key]}' as an ingress port"
+                )
+            if not port.published_port:
+                used = {p for (proto, p) in taken if proto == port.protocol}
+                used |= {
+                    p.published_port for p in spec_ports if (p.protocol or "tcp") == port.protocol
+                }
+                used |= {p.published_port for p in ports if p.protocol == port.protocol}
+                kept = previous.get((port.protocol, port.target_port), 0)
+                free = (p for p in DYNAMIC_PORTS if p not in used)
+                port.published_port = kept if kept and kept not in used else next(free, 0)
+                if not port.published_port:
+                    raise Conflict("no free port left in the dynamic range 30000-32767")
+            taken[(port.protocol, port.published_port)] = service.spec.name
+        ports.append(port)
+    del service.endpoint.ports[:]
+    service.endpoint.ports.extend(ports)
+
+
 def _affects_tasks(old: objects.ServiceSpec, new: objects.ServiceSpec) -> bool:
     return old.task != new.task or old.endpoint != new.endpoint or old.mode != new.mode
 
@@ -140,10 +222,11 @@ class Services:
         service = objects.Service(spec=spec, spec_version=1)
         service.meta.id = new_id()
         service.endpoint.spec.CopyFrom(spec.endpoint)
-        service.endpoint.ports.extend(spec.endpoint.ports)
 
         def create(tx: st.Tx) -> None:
             _resolve_files(tx, service.spec)
+            _resolve_networks(tx, service.spec)
+            _allocate_ports(tx, service, old=None)
             st.create_service(tx, service)
 
         self.store.update(create)
@@ -166,11 +249,15 @@ class Services:
                 raise NotFound(f"service {request.service_id} not found")
             if service.meta.version != request.version:
                 raise SequenceConflict("update out of sequence")
+            old = objects.Service()
+            old.CopyFrom(service)
             if request.rollback:
                 _rollback(service, now=now)
             else:
                 _resolve_files(tx, spec)
+                _resolve_networks(tx, spec)
                 _change(service, spec, now=now)
+            _allocate_ports(tx, service, old=old)
             st.update_service(tx, service)
             return service.meta.id
 
@@ -285,8 +372,6 @@ def _change(service: objects.Service, spec: objects.ServiceSpec, *, now: float) 
     service.previous_spec.CopyFrom(old)
     service.spec.CopyFrom(spec)
     service.endpoint.spec.CopyFrom(spec.endpoint)
-    del service.endpoint.ports[:]
-    service.endpoint.ports.extend(spec.endpoint.ports)
     if not affects:
         return
     service.spec_version += 1
@@ -305,6 +390,7 @@ def _rollback(service: objects.Service, *, now: float) -> None:
     current = _copy(service.spec)
     service.spec.CopyFrom(service.previous_spec)
     service.previous_spec.CopyFrom(current)
+    service.endpoint.spec.CopyFrom(service.spec.endpoint)
     service.spec_version += 1
     service.update_status.CopyFrom(
         objects.UpdateStatus(

@@ -187,7 +187,8 @@ class Orchestrator:
         if isinstance(obj, objects.Service):
             self._mark({obj.meta.id})
         elif isinstance(obj, objects.Task):
-            if _task_matters(event, updating=self._updating(obj.service_id)):
+            # Tasks without a service are network attachments of standalone containers.
+            if obj.service_id and _task_matters(event, updating=self._updating(obj.service_id)):
                 self._mark({obj.service_id})
         elif isinstance(obj, objects.Node):
             if _node_matters(event):
@@ -221,7 +222,7 @@ class Orchestrator:
 
 def _service_ids(tx: st.ReadTx) -> set[str]:
     ids = {s.meta.id for s in st.find_services(tx)}
-    return ids | {t.service_id for t in st.find_tasks(tx, copy=False)}
+    return ids | {t.service_id for t in st.find_tasks(tx, copy=False) if t.service_id}
 
 
 def _affected_by_nodes(tx: st.ReadTx, node_ids: set[str]) -> set[str]:
@@ -231,7 +232,11 @@ def _affected_by_nodes(tx: st.ReadTx, node_ids: set[str]) -> set[str]:
         if s.spec.mode in (objects.GLOBAL, objects.GLOBAL_JOB)
     }
     for node_id in node_ids:
-        ids |= {t.service_id for t in st.find_tasks(tx, by=st.ByNode(node_id), copy=False)}
+        ids |= {
+            t.service_id
+            for t in st.find_tasks(tx, by=st.ByNode(node_id), copy=False)
+            if t.service_id
+        }
     return ids
 
 

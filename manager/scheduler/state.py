@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 from api import objects_pb2 as objects
+from api.tasks import awaiting_addresses
 from manager import store as st
 from manager.scheduler.nodeinfo import NodeInfo, occupies
 
@@ -29,7 +30,12 @@ _OCCUPYING_STATES: Final = (
 
 def is_pending(task: objects.Task) -> bool:
     """Waiting for the scheduler; desired READY is a delayed restart, planned as well."""
-    return task.status.state == objects.TASK_PENDING and task.desired_state <= objects.TASK_RUNNING
+    return (
+        task.status.state == objects.TASK_PENDING
+        and task.desired_state <= objects.TASK_RUNNING
+        and not awaiting_addresses(task)
+        and bool(task.service_id)  # not a standalone container's network attachment
+    )
 
 
 def _placement_view(node: objects.Node) -> tuple[object, ...]:

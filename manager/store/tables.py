@@ -1,7 +1,7 @@
 """The generic per-kind table machinery: one `Table` entry per object kind.
 
 A kind is named by its field in the `StoreAction.target` oneof ("node", "cluster",
-"service", "task", "secret", "config"), and its objects travel in the `StoreSnapshot`
+"service", "task", "secret", "config", "network"), and its objects travel in the `StoreSnapshot`
 field named by `plural` ("nodes", ...).
 Everything else in the store (transactions, apply, snapshots, watches) is written once
 against `Table`, so adding Service, Task, Network, Secret or Config is one entry in
@@ -279,7 +279,23 @@ CONFIGS: Final = Table(
     maintained=("name",),
     unique_name=True,
 )
-TABLES: Final[tuple[Table[Any], ...]] = (NODES, CLUSTERS, SERVICES, TASKS, SECRETS, CONFIGS)
+NETWORKS: Final = Table(
+    kind="network",
+    plural="networks",
+    message=objects.Network,
+    indexes={"name": _spec_name},
+    maintained=("name",),
+    unique_name=True,
+)
+TABLES: Final[tuple[Table[Any], ...]] = (
+    NODES,
+    CLUSTERS,
+    SERVICES,
+    TASKS,
+    SECRETS,
+    CONFIGS,
+    NETWORKS,
+)
 BY_KIND: Final[Mapping[str, Table[Any]]] = {t.kind: t for t in TABLES}
 BY_MESSAGE: Final[Mapping[type[Any], Table[Any]]] = {t.message: t for t in TABLES}
 
