@@ -51,8 +51,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from api import engine_pb2, errors
+from api.ipam import Ipam
 from overlay import netns, nft
-from overlay.ipam import Ipam
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,14 @@ class BridgeDriver:
         *,
         mode: str,
         ports: Sequence[engine_pb2.PortBinding],
+        overlays: Sequence[engine_pb2.OverlayAttachment] = (),
     ) -> Attachment:
         """Create the container's network; raises leaving nothing behind.
 
-        Ports are ignored for host and none (as docker does; the engine warns)."""
+        Ports are ignored for host and none (as docker does; the engine warns).
+        Overlays are the swarm driver's (overlay.swarmnet), which wraps this one."""
+        if overlays:
+            raise errors.InvalidArgument("overlay networks need the node to be in a swarm")
         network_mode = parse_mode(mode)
         _check_container_id(container_id)
         if network_mode is NetworkMode.HOST:
@@ -241,7 +245,7 @@ class BridgeDriver:
     # -- attach ---------------------------------------------------------------------
 
     def _attach_none(self, container_id: str) -> Endpoint:
-        name = self._netns_name(container_id)
+        name = self.netns_name(container_id)
         with contextlib.ExitStack() as undo:
             netns.create_netns(name)
             undo.callback(_quietly(netns.remove_netns, name))
@@ -257,7 +261,7 @@ class BridgeDriver:
             self._idle_timer = None
         published = [port for ep in self._endpoints.values() for port in ep.ports]
         resolved = nft.resolve_ports(specs, published=published, probe=nft.probe_host_port)
-        name = self._netns_name(container_id)
+        name = self.netns_name(container_id)
         veth = _veth_name(container_id)
         with contextlib.ExitStack() as undo:
             # Registered first, so it runs last: drops the bridge/table if unused.
@@ -290,7 +294,7 @@ class BridgeDriver:
         links and namespaces by name, so two owners of one name must never exist."""
         if container_id in self._endpoints:
             raise errors.Conflict(f"container {container_id[:12]} already has a network")
-        name, veth = self._netns_name(container_id), _veth_name(container_id)
+        name, veth = self.netns_name(container_id), _veth_name(container_id)
         for other in self._endpoints.values():
             if other.netns == name or other.veth == veth:
                 raise errors.Conflict(
@@ -410,7 +414,8 @@ class BridgeDriver:
 
     # -- state ----------------------------------------------------------------------
 
-    def _netns_name(self, container_id: str) -> str:
+    def netns_name(self, container_id: str) -> str:
+        """The name (under /run/netns) of a container's network namespace."""
         return self.netns_prefix + container_id[:12]
 
     def _reserve(self, endpoint: Endpoint) -> None:
