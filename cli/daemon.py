@@ -110,6 +110,7 @@ def run_daemon(
     from cli.swarmnode import SwarmNode
     from manager.metrics import SwarmCollector
     from overlay.bridge import BridgeDriver
+    from overlay.swarmnet import SwarmNetworks
 
     for line in hostprep.prepare_host():
         log.info("host preparation: %s", line)
@@ -118,12 +119,13 @@ def run_daemon(
     lock_fd = lock_data_root(data_root)
     claim_socket(sock)
     tag = hashlib.sha256(str(data_root.resolve()).encode()).hexdigest()[:6]
-    network = BridgeDriver(
+    bridge = BridgeDriver(
         state_dir=data_root / "network",
         subnet=bridge_subnet,
         netns_prefix=f"pyswarm-{tag}-",
         idle_grace=bridge_idle_grace,
     )
+    network = SwarmNetworks(bridge, state_dir=data_root / "network", prefix=f"pyswarm-{tag}-")
     try:
         options = EngineOptions(
             data_root=data_root,
@@ -146,6 +148,7 @@ def run_daemon(
         hostname=hostname or socket.gethostname(),
         registry_cas=options.registry_cas,
         engine=engine,
+        networks=network,
     )
     swarm_pb2_grpc.add_SwarmServicer_to_server(swarm_node, server)
     swarm_pb2_grpc.add_ControlServicer_to_server(LocalControl(swarm_node), server)

@@ -138,6 +138,34 @@ class LocalControl(swarm_grpc.ControlServicer):
         return self._target().RemoveConfig(request, context)
 
     @rpc
+    def CreateNetwork(
+        self, request: objects.NetworkSpec, context: grpc.ServicerContext
+    ) -> objects.Network:
+        return self._target().CreateNetwork(request, context)
+
+    @rpc
+    def GetNetwork(
+        self, request: swarm.ObjectRef, context: grpc.ServicerContext
+    ) -> objects.Network:
+        return self._target().GetNetwork(request, context)
+
+    @rpc
+    def ListNetworks(
+        self, request: swarm.Empty, context: grpc.ServicerContext
+    ) -> swarm.NetworkList:
+        return self._target().ListNetworks(request, context)
+
+    @rpc
+    def RemoveNetwork(self, request: swarm.ObjectRef, context: grpc.ServicerContext) -> swarm.Empty:
+        return self._target().RemoveNetwork(request, context)
+
+    @rpc
+    def PruneNetworks(
+        self, request: swarm.Empty, context: grpc.ServicerContext
+    ) -> swarm.PruneNetworksResponse:
+        return self._target().PruneNetworks(request, context)
+
+    @rpc
     def ServiceLogs(
         self, request: swarm.ServiceLogsRequest, context: grpc.ServicerContext
     ) -> Iterator[swarm.LogMessage]:

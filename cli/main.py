@@ -178,6 +178,7 @@ ROOT_COMMANDS = {
     "service": Entry("cli.commands.service:service", "Manage Swarm services", MANAGEMENT),
     "secret": Entry("cli.commands.secret:secret", "Manage Swarm secrets", MANAGEMENT),
     "config": Entry("cli.commands.config:config", "Manage Swarm configs", MANAGEMENT),
+    "network": Entry("cli.commands.network:network", "Manage networks", MANAGEMENT),
     "ps": Entry(f"{CONTAINERS}:ps", "List containers"),
     **{
         name: CONTAINER_COMMANDS[name]

@@ -1,9 +1,9 @@
-"""The client side of services, tasks, secrets and configs: the managers' `Control`
-RPCs beyond nodes, on a `SwarmClient` (same channel, same failure mapping).
+"""The client side of services, tasks, secrets, configs and networks: the managers'
+`Control` RPCs beyond nodes, on a `SwarmClient` (same channel, same failure mapping).
 
 Calls raise `CliError`s, never `grpc.RpcError`. A reference the managers cannot find
 raises docker's words: `NoSuchService` ("Error: No such service: web"), `NoSuchTask`,
-`NoSuchSecret`, `NoSuchConfig`. Any other status is a `DaemonError` shown as it comes
+`NoSuchSecret`, `NoSuchConfig`, `NoSuchNetwork`. Any other status is a `DaemonError` shown as it comes
 (e.g. a stale version's "update out of sequence").
 
     with serviceclient.current() as client:
@@ -55,13 +55,18 @@ class NoSuchConfig(NoSuchObject):
     kind = "config"
 
 
+class NoSuchNetwork(NoSuchObject):
+    kind = "network"
+
+
 def current() -> ServiceClient:
     """A connection to the daemon chosen by `-H`/`$PYSWARM_HOST`."""
     return ServiceClient.open(current_host())
 
 
 class ServiceClient(SwarmClient):
-    """SwarmClient plus services, tasks, logs, secrets and configs: one method per RPC."""
+    """SwarmClient plus services, tasks, logs, secrets, configs and networks: one method
+    per RPC."""
 
     def _lookup(
         self, rpc: Callable[[Req], Resp], request: Req, missing: type[NoSuchObject], ref: str
@@ -206,3 +211,30 @@ class ServiceClient(SwarmClient):
         from api import swarm_pb2 as spb
 
         self._lookup(self._control.RemoveConfig, spb.ObjectRef(ref=ref), NoSuchConfig, ref)
+
+    # ---- networks ----
+
+    def create_network(self, spec: opb.NetworkSpec) -> opb.Network:
+        return self._call(self._control.CreateNetwork, spec)
+
+    def get_network(self, ref: str) -> opb.Network:
+        """The network `ref` names: an id, an id prefix or a name."""
+        from api import swarm_pb2 as spb
+
+        return self._lookup(self._control.GetNetwork, spb.ObjectRef(ref=ref), NoSuchNetwork, ref)
+
+    def list_networks(self) -> list[opb.Network]:
+        from api import swarm_pb2 as spb
+
+        return list(self._call(self._control.ListNetworks, spb.Empty()).networks)
+
+    def remove_network(self, ref: str) -> None:
+        from api import swarm_pb2 as spb
+
+        self._lookup(self._control.RemoveNetwork, spb.ObjectRef(ref=ref), NoSuchNetwork, ref)
+
+    def prune_networks(self) -> list[str]:
+        """Remove the networks no service uses; the names of those removed."""
+        from api import swarm_pb2 as spb
+
+        return list(self._call(self._control.PruneNetworks, spb.Empty()).deleted)

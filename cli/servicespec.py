@@ -214,6 +214,82 @@ def parse_publish_rm(value: str) -> tuple[int, str]:
     return _port_number(port), protocol
 
 
+def parse_dns(value: str) -> str:
+    """`--dns IP`: an IPv4 or IPv6 address (docker's ValidateIPAddress)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"IP address is not correctly formatted: {value}") from None
+
+
+_DOMAIN_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+
+
+def parse_dns_search(value: str) -> str:
+    """`--dns-search DOMAIN` (or `.`: no search domain), as docker's ValidateDNSSearch."""
+    import re
+
+    domain = value.strip(" ")
+    if domain == ".":
+        return domain
+    pattern = rf"({_DOMAIN_LABEL}\.)*{_DOMAIN_LABEL}\.?"
+    if len(domain) >= 255 or not re.fullmatch(pattern, domain) or not domain[0].isalpha():
+        raise ValueError(f"{value} is not a valid domain")
+    return domain
+
+
+def parse_dns_option(value: str) -> str:
+    """`--dns-option OPT` (`ndots:2`, `timeout:1`, `rotate`): one resolv.conf word."""
+    option = value.strip()
+    if not option or any(c.isspace() or not c.isprintable() for c in option):
+        raise ValueError(f"invalid DNS option: {value!r}")
+    return option
+
+
+def _host_parts(value: str) -> tuple[str, str]:
+    """`NAME:IP` (or `NAME=IP`) -> (name, ip text); the IP may be `[v6]`."""
+    name, sep, address = value.partition("=")
+    if not sep:
+        name, sep, address = value.partition(":")
+    bad_name = any(c.isspace() or not c.isprintable() or c == "#" for c in name)
+    if not sep or not name or bad_name:
+        raise ValueError(f"bad format for add-host: {_go_quote(value)}")
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    return name, address
+
+
+def _go_quote(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
+def parse_host(value: str) -> str:
+    """`--host NAME:IP` -> the /etc/hosts line `IP NAME`, as docker stores it
+    (ContainerSpec.Hosts: "IP_address canonical_hostname")."""
+    import ipaddress
+
+    name, address = _host_parts(value)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"invalid IP address in add-host: {_go_quote(address)}") from None
+    return f"{ip} {name}"
+
+
+def parse_host_rm(value: str) -> tuple[str, str]:
+    """`--host-rm NAME[:IP]` -> (name, ip or ""): the name's mappings (to that IP)."""
+    if ":" not in value and "=" not in value:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"bad format for add-host: {_go_quote(value)}")
+        return value, ""
+    name, address = _host_parts(value)
+    return name, parse_host(f"{name}:{address}").split(" ")[0]
+
+
 def parse_entrypoint(value: str) -> list[str]:
     try:
         return shlex.split(value)
@@ -250,6 +326,10 @@ def build_spec(image: str, args: Sequence[str], flags: Flags, resolve: Resolver)
         _add_file(container.configs, resolve_ref(ref, "config", resolve), "config")
     for network in flags.get("network") or ():
         spec.task.networks.append(build_network(network))
+    container.dns_nameservers.extend(_unique(flags.get("dns") or ()))
+    container.dns_search.extend(_unique(flags.get("dns_search") or ()))
+    container.dns_options.extend(_unique(flags.get("dns_option") or ()))
+    container.hosts.extend(_unique(flags.get("host") or ()))
     for port in flags.get("publish") or ():
         _add_port(spec.endpoint.ports, build_port(port))
     if flags.get("replicas") is None and mode in (opb.REPLICATED, opb.REPLICATED_JOB):
@@ -258,6 +338,11 @@ def build_spec(image: str, args: Sequence[str], flags: Flags, resolve: Resolver)
     if mode == opb.REPLICATED_JOB and flags.get("max_concurrent") is None:
         spec.max_concurrent = spec.replicas
     return spec
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    """`values` in order, each once."""
+    return list(dict.fromkeys(values))
 
 
 def resolve_ref(ref: FileRef, kind: str, resolve: Resolver) -> opb.FileReference:
@@ -456,6 +541,10 @@ def merge_update(current: opb.ServiceSpec, flags: Flags, resolve: Resolver) -> o
         [build_network(n) for n in flags.get("network_add") or ()],
         key=lambda n: n.target,
     )
+    _merge_list(container.dns_nameservers, flags.get("dns_rm"), flags.get("dns_add"))
+    _merge_list(container.dns_search, flags.get("dns_search_rm"), flags.get("dns_search_add"))
+    _merge_list(container.dns_options, flags.get("dns_option_rm"), flags.get("dns_option_add"))
+    _merge_hosts(container.hosts, flags.get("host_rm"), flags.get("host_add"))
     removed_ports = flags.get("publish_rm") or ()
     kept = [p for p in spec.endpoint.ports if not _port_removed(p, removed_ports)]
     del spec.endpoint.ports[:]
@@ -511,6 +600,30 @@ def _merge_messages(
     kept = [v for v in values if key(v) not in gone]
     del values[:]
     values.extend([*kept, *add])
+
+
+def _merge_hosts(
+    hosts: Any, remove: Iterable[tuple[str, str]] | None, add: Iterable[str] | None
+) -> None:
+    """docker's --host-rm NAME[:IP] then --host-add: a removed name leaves every
+    `IP NAME [ALIASES]` line (or only the one with that IP); a line left without names
+    goes; an added line already there is not repeated."""
+    result: list[str] = []
+    for line in hosts:
+        if len(line.split()) < 2:  # not an `IP NAME` line: not ours to edit
+            result.append(line)
+            continue
+        ip, *names = line.split()
+        names = [
+            n for n in names if not any(n == rn and rip in ("", ip) for rn, rip in remove or ())
+        ]
+        if names:
+            result.append(" ".join([ip, *names]))
+    for line in add or ():
+        if line not in result:
+            result.append(line)
+    del hosts[:]
+    hosts.extend(result)
 
 
 def _port_removed(port: opb.PortConfig, removed: Iterable[tuple[int, str]]) -> bool:

@@ -52,6 +52,7 @@ from manager.keys import KeyStore, Locked
 from manager.manager import Endpoints, Manager, remote_error
 from manager.raft import RaftError
 from manager.registry.cluster import PORT as REGISTRY_PORT
+from overlay.swarmnet import SwarmNetworks
 
 log = logging.getLogger(__name__)
 LEAVE_TASKS_TIMEOUT = 30.0  # seconds for `swarm leave` to stop the node's tasks
@@ -113,9 +114,11 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         hostname: str,
         registry_cas: dict[str, bytes] | None = None,
         engine: Engine | None = None,
+        networks: SwarmNetworks | None = None,
     ) -> None:
         self.dir = data_root / "swarm"
         self.engine = engine  # runs this node's tasks (None: a control-plane-only node)
+        self.networks = networks  # the engine's network driver: overlays, DNS, mesh
         self.worker: Worker | None = None
         self.hostname = hostname
         # The engine's per-registry CAs: the managers' registries are trusted with the
@@ -208,6 +211,14 @@ class SwarmNode(swarm_grpc.SwarmServicer):
             self.worker = swarmtasks.start_worker(
                 self.engine, agent, node_id=self.state["node_id"], hostname=self.hostname
             )
+        if self.networks is not None:
+            self.networks.join(
+                node_id=self.state["node_id"],
+                local_addr=self.state["advertise_host"],
+                attacher=functools.partial(agent.attach_network, aliases=[]),
+                detacher=agent.detach_network,
+            )
+            agent.on_networks = self.networks.update_views
         agent.start()
         self.agent = agent
 
@@ -459,6 +470,8 @@ class SwarmNode(swarm_grpc.SwarmServicer):
         if self.worker is not None:
             swarmtasks.remove_all_tasks(self.worker, timeout=LEAVE_TASKS_TIMEOUT)
         self.close()
+        if self.networks is not None:
+            self.networks.leave()  # the routing mesh and any overlay left over
         self.state = {}
         self.registry_cas.clear()
         shutil.rmtree(self.dir, ignore_errors=True)

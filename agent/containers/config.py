@@ -67,7 +67,8 @@ def validate_config(config: engine_pb2.ContainerConfig) -> None:
         raise InvalidArgument(
             f"Invalid container name ({config.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )
-    if config.network not in NETWORK_MODES:
+    # Other names are the swarm's attachable overlays, looked up when the container starts.
+    if config.network not in NETWORK_MODES and not NAME_RE.match(config.network):
         raise InvalidArgument(f"network {config.network} not found (use none, host or bridge)")
     if config.restart.name not in ("", *restart.POLICIES):
         raise InvalidArgument(f"invalid restart policy: {config.restart.name}")

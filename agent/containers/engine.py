@@ -37,7 +37,7 @@ from api.errors import (
 )
 
 from . import cgroups, logs, observe, prepare, restart, rootfs, spec
-from .config import Images, Volumes, generate_name, parse_signal, validate_config
+from .config import NETWORK_MODES, Images, Volumes, generate_name, parse_signal, validate_config
 from .monitor import ExitMonitor
 from .network import Attachment, Isolated, NetworkDriver
 from .record import ContainerRecord, NetworkState, State, config_to_json, port_to_json
@@ -271,8 +271,17 @@ class ContainerEngine:
             files = prepare.write_etc_files(
                 self._dir(cid),
                 hostname=cfg.hostname or cid[:12],
-                ip_address=attachment.ip_address,
+                ip_address=cfg.overlays[0].address.split("/")[0]
+                if cfg.overlays
+                else attachment.ip_address,
                 network_mode=cfg.network or "bridge",
+                dns=prepare.DnsConfig(
+                    nameservers=list(cfg.dns),
+                    search=list(cfg.dns_search),
+                    options=list(cfg.dns_options),
+                    embedded=bool(cfg.overlays) or cfg.network not in NETWORK_MODES,
+                ),
+                extra_hosts=list(cfg.extra_hosts),
             )
             oci = prepare.build(
                 record,
@@ -317,9 +326,11 @@ class ContainerEngine:
 
     def _attach(self, cid: str, cfg: engine_pb2.ContainerConfig) -> Attachment:
         """`none` needs no driver: the runtime makes the namespace and brings up lo."""
-        if cfg.network == "none":
+        if cfg.network == "none" and not cfg.overlays:
             return Isolated()
-        return self.network.attach(cid, mode=cfg.network or "bridge", ports=cfg.ports)
+        return self.network.attach(
+            cid, mode=cfg.network or "bridge", ports=cfg.ports, overlays=cfg.overlays
+        )
 
     @staticmethod
     def _undo(steps: list[Callable[[], None]]) -> None:

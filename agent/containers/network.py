@@ -42,8 +42,10 @@ class NetworkDriver(Protocol):
         *,
         mode: str,
         ports: Sequence[engine_pb2.PortBinding],
+        overlays: Sequence[engine_pb2.OverlayAttachment] = (),
     ) -> Attachment:
-        """Create the container's network (mode: none | host | bridge).
+        """Create the container's network (mode: none | host | bridge), and join it
+        to the swarm's overlay networks in `overlays` (eth1, eth2, ... in order).
 
         Raises api.errors.InvalidArgument for a bad mode or port, Conflict for a host
         port already published; leaves nothing behind when it raises."""

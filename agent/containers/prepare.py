@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +106,28 @@ def spec_mounts(mounts: Sequence[ResolvedMount], files: dict[str, Path]) -> list
     return out
 
 
+EMBEDDED_DNS = "127.0.0.11"
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """--dns, --dns-search, --dns-option; `embedded`: the container is on a swarm
+    overlay network, so its resolver is the daemon's embedded DNS (127.0.0.11)."""
+
+    nameservers: list[str] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    embedded: bool = False
+
+
 def write_etc_files(
-    directory: Path, *, hostname: str, ip_address: str, network_mode: str
+    directory: Path,
+    *,
+    hostname: str,
+    ip_address: str,
+    network_mode: str,
+    dns: DnsConfig | None = None,
+    extra_hosts: Sequence[str] = (),
 ) -> dict[str, Path]:
     """/etc/hosts, /etc/hostname and /etc/resolv.conf for the container, as docker writes."""
     hosts = [
@@ -116,9 +136,12 @@ def write_etc_files(
     ]
     if ip_address:
         hosts.append(f"{ip_address}\t{hostname}")
+    for entry in extra_hosts:  # "NAME:IP" (--host / --add-host)
+        name, _, address = entry.partition(":")
+        hosts.append(f"{address}\t{name}")
     (directory / "hosts").write_text("\n".join(hosts) + "\n")
     (directory / "hostname").write_text(hostname + "\n")
-    (directory / "resolv.conf").write_text(_resolv_conf(network_mode))
+    (directory / "resolv.conf").write_text(_resolv_conf(network_mode, dns or DnsConfig()))
     return {
         "/etc/hosts": directory / "hosts",
         "/etc/hostname": directory / "hostname",
@@ -126,7 +149,17 @@ def write_etc_files(
     }
 
 
-def _resolv_conf(network_mode: str) -> str:
+def _resolv_conf(network_mode: str, dns: DnsConfig) -> str:
+    if dns.nameservers or dns.embedded or dns.search or dns.options:
+        servers = dns.nameservers or ([EMBEDDED_DNS] if dns.embedded else [])
+        lines = [f"nameserver {server}" for server in servers]
+        if dns.search:
+            lines.append("search " + " ".join(dns.search))
+        options = (["ndots:0"] if dns.embedded else []) + dns.options
+        if options:
+            lines.append("options " + " ".join(options))
+        if servers:
+            return "\n".join(lines) + "\n"
     try:
         host = Path("/etc/resolv.conf").read_text()
     except OSError:

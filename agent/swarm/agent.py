@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 import grpc
 
+from api import errors, pki, ports
 from api import objects_pb2 as objects
-from api import pki, ports
 from api import swarm_pb2 as swarm
 from api import swarm_pb2_grpc as swarm_grpc
 from api.credentials import NodeCredentials
@@ -85,6 +85,10 @@ class SwarmAgent:
         self._send_lock = threading.Lock()
         self._unsent: dict[str, objects.TaskStatus] = {}
         self._log_streams: dict[str, threading.Event] = {}
+        # Overlay networks as the leader sees them (manager.netviews), for the node's
+        # network driver; set by the daemon's wiring.
+        self.on_networks: Callable[[swarm.NetworkViews], None] | None = None
+        self._views_seen: tuple[str, int] = ("", 0)  # (session id, version)
 
     def start(self) -> None:
         self._threads = [
@@ -167,7 +171,7 @@ class SwarmAgent:
                         daemon=True,
                     )
                     beat.start()
-                self._handle(message)
+                self._handle(message, session_id=self._current[1] if self._current else "")
                 if beat is not None and message.HasField("assignments"):
                     self._resend_all()
         finally:
@@ -190,7 +194,9 @@ class SwarmAgent:
                 call.cancel()
                 return
 
-    def _handle(self, message: swarm.SessionMessage) -> None:
+    def _handle(self, message: swarm.SessionMessage, *, session_id: str = "") -> None:
+        if message.HasField("networks"):
+            self._networks(message.networks, session_id)
         managers = [peer.addr for peer in message.managers if peer.addr]
         if managers and managers != self.managers:
             self.managers = managers
@@ -201,6 +207,57 @@ class SwarmAgent:
             self.tasks.apply(message.assignments)
         if message.HasField("log_subscription"):
             self._subscription(message.log_subscription)
+
+    def _networks(self, views: swarm.NetworkViews, session_id: str) -> None:
+        """A newer set within a session (a new session may start from any version)."""
+        seen_session, seen_version = self._views_seen
+        if session_id == seen_session and views.version < seen_version:
+            return
+        self._views_seen = (session_id, views.version)
+        if self.on_networks is not None:
+            try:
+                self.on_networks(views)
+            except Exception:  # the driver logs; the session must go on
+                log.exception("applying the overlay network views failed")
+
+    def attach_network(
+        self, network: str, *, container_id: str, name: str, aliases: list[str]
+    ) -> objects.NetworkAttachment:
+        """An address for a standalone container on an attachable overlay (`run
+        --network`), from the leader."""
+        session = self._current
+        if session is None:
+            raise errors.Unavailable("this node has no session with a swarm manager")
+        stub, session_id = session
+        try:
+            attachment: objects.NetworkAttachment = stub.AttachNetwork(
+                swarm.AttachNetworkRequest(
+                    session_id=session_id,
+                    network=network,
+                    container_id=container_id,
+                    container_name=name,
+                    aliases=aliases,
+                ),
+                timeout=15,
+            )
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc) from None
+        return attachment
+
+    def detach_network(self, container_id: str) -> None:
+        session = self._current
+        if session is None:
+            return
+        stub, session_id = session
+        try:
+            stub.DetachNetwork(
+                swarm.DetachNetworkRequest(session_id=session_id, container_id=container_id),
+                timeout=10,
+            )
+        except grpc.RpcError as exc:
+            log.warning(
+                "network attachment of %s not removed: %s", container_id[:12], describe(exc)
+            )
 
     # ---- task status -----------------------------------------------------------------
 
@@ -303,6 +360,21 @@ class SwarmAgent:
         if last is not None:
             raise last
         raise RuntimeError("no manager to renew the certificate with")
+
+
+def _rpc_error(exc: grpc.RpcError) -> errors.PyswarmError:
+    """The manager's refusal as our error class, with its message."""
+    if isinstance(exc, grpc.Call):
+        for cls in (
+            errors.NotFound,
+            errors.InvalidArgument,
+            errors.Conflict,
+            errors.PermissionDenied,
+            errors.Unavailable,
+        ):
+            if cls.status == exc.code():
+                return cls(exc.details() or "")
+    return errors.Unavailable(describe(exc))
 
 
 def leader_hint(exc: grpc.RpcError) -> str | None:

@@ -7,10 +7,12 @@ started twice). The restart policy is "no": restarting is the manager's job, wit
 new task.
 
 Network: "bridge" by default, what `pyswarm run` uses: every task gets its own
-namespace and address on the node's bridge, so replicas on one node never collide on
-ports as they would with "host", and they can reach the outside, which "none" would
-not give. Overlay attachments replace this in a later issue. The executor takes the
-mode as a parameter so tests can use "none" on an engine without a bridge driver.
+namespace and address on the node's bridge (docker's docker_gwbridge: the way out),
+so replicas on one node never collide on ports as they would with "host". The task's
+overlay networks come on top, as eth1, eth2, ... (`overlay_attachments`), with the
+embedded DNS; host-mode published ports are the bridge's `-p` publishing. The executor
+takes the mode as a parameter so tests can use "none" on an engine without a bridge
+driver.
 
 Blocking is confined to this module's own threads: one exit watcher per running
 container (`engine.containers.wait_exit`) and one health monitor per checked
@@ -84,7 +86,44 @@ def container_config(
             tmpfs_size=m.tmpfs_size,
         )
     config.mounts.extend(extra_mounts)
+    config.overlays.extend(overlay_attachments(task))
+    config.dns.extend(spec.dns_nameservers)
+    config.dns_search.extend(spec.dns_search)
+    config.dns_options.extend(spec.dns_options)
+    for line in spec.hosts:  # "IP NAME..." as docker stores --host
+        address, *names = line.split()
+        config.extra_hosts.extend(f"{name}:{address}" for name in names)
+    for port in task.endpoint.ports:
+        if port.publish_mode == "host":
+            config.ports.add(
+                host_port=port.published_port,
+                container_port=port.target_port,
+                protocol=port.protocol or "tcp",
+            )
     return config
+
+
+def overlay_attachments(task: objects.Task) -> list[engine_pb2.OverlayAttachment]:
+    """The task's overlay networks as the engine's network driver needs them: the
+    addresses the managers allocated, the VNI and subnet of each network."""
+    out = []
+    for attachment in task.networks:
+        network = attachment.network
+        options = network.spec.options
+        mtu = options.get("mtu") or options.get("com.docker.network.driver.mtu") or "0"
+        out.append(
+            engine_pb2.OverlayAttachment(
+                network_id=network.meta.id,
+                network_name=network.spec.name,
+                vni=network.vni,
+                subnet=network.subnet,
+                address=attachment.addresses[0] if attachment.addresses else "",
+                mtu=int(mtu) if mtu.isdigit() else 0,
+                ingress=network.spec.ingress,
+                aliases=list(attachment.aliases),
+            )
+        )
+    return out
 
 
 class EngineExecutor:

@@ -22,7 +22,6 @@ from cli.commands import common
 from cli.parse import FlagType
 
 RUN_FAILED = 125
-NETWORKS = ("bridge", "host", "none")
 REMOTE_PULLS_OFF = "remote pulls of unqualified names are turned off"  # agent.registry
 
 CONTAINER_OPTIONS = (
@@ -88,9 +87,10 @@ CONTAINER_OPTIONS = (
     ),
     click.option(
         "--network",
-        type=click.Choice(NETWORKS),
         default="bridge",
-        help="Connect the container to a network.",
+        metavar="NETWORK",
+        help="Connect the container to a network: bridge (default), host, none, or an "
+        "attachable overlay network of the swarm.",
     ),
     click.option(
         "-p",

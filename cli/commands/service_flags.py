@@ -34,6 +34,11 @@ PLACEMENT_PREF = FlagType("PREF", ss.parse_placement_pref)
 NETWORK = FlagType("NETWORK", ss.parse_network)
 PUBLISH = FlagType("PORT", ss.parse_publish)
 WORDS = FlagType("COMMAND", ss.parse_entrypoint)
+DNS = FlagType("IP", ss.parse_dns)
+DNS_SEARCH = FlagType("DOMAIN", ss.parse_dns_search)
+DNS_OPTION = FlagType("OPTION", ss.parse_dns_option)
+HOST = FlagType("HOST:IP", ss.parse_host)
+HOST_RM = FlagType("HOST[:IP]", ss.parse_host_rm)
 ENV = FlagType("ENV", lambda v: parse.parse_env(v, os.environ))
 ENV_FILE = FlagType("FILE", lambda v: parse.read_env_file(v, os.environ))
 
@@ -181,6 +186,15 @@ CREATE: list[Decorator] = [
     opt("--container-label", type=LABEL, multiple=True, help="Container labels."),
     opt("--network", type=NETWORK, multiple=True, help="Network attachments."),
     opt("-p", "--publish", type=PUBLISH, multiple=True, help="Publish a port as a node port."),
+    opt("--dns", type=DNS, multiple=True, help="Set custom DNS servers."),
+    opt("--dns-search", type=DNS_SEARCH, multiple=True, help="Set custom DNS search domains."),
+    opt("--dns-option", type=DNS_OPTION, multiple=True, help="Set DNS options."),
+    opt(
+        "--host",
+        type=HOST,
+        multiple=True,
+        help="Set one or more custom host-to-IP mappings (host:ip).",
+    ),
 ]
 
 
@@ -206,6 +220,10 @@ UPDATE: list[Decorator] = [
     *add_rm("container-label", "a container label", LABEL),
     *add_rm("network", "a network", NETWORK),
     *add_rm("publish", "a published port", PUBLISH, FlagType("PORT[/PROTO]", ss.parse_publish_rm)),
+    *add_rm("dns", "a custom DNS server", DNS),
+    *add_rm("dns-search", "a DNS search domain", DNS_SEARCH),
+    *add_rm("dns-option", "a DNS option", DNS_OPTION),
+    *add_rm("host", "a custom host-to-IP mapping (host:ip)", HOST, HOST_RM),
 ]
 
 

@@ -359,3 +359,99 @@ def test_every_service_option_has_help():
             if param.param_type_name == "option":
                 assert param.help, f"{command.name} {param.opts}"
     assert "detach" in CREATE_PARAMS and len(sf.COMMON) > 40
+
+
+# ---- DNS and hosts ----
+
+
+def test_dns_and_host_flags_are_encoded():
+    spec = create(
+        "--dns", "10.0.0.2", "--dns", "2001:db8::1", "--dns", "10.0.0.2",
+        "--dns-search", "example.com", "--dns-search", ".",
+        "--dns-option", "ndots:2", "--dns-option", "rotate",
+        "--host", "db:10.0.0.9", "--host", "v6=[2001:db8::9]",
+        "--network", "front", "-p", "8080:80", "--endpoint-mode", "vip",
+        "busybox",
+    )  # fmt: skip
+    c = spec.task.container
+    assert list(c.dns_nameservers) == ["10.0.0.2", "2001:db8::1"]
+    assert list(c.dns_search) == ["example.com", "."]
+    assert list(c.dns_options) == ["ndots:2", "rotate"]
+    assert list(c.hosts) == ["10.0.0.9 db", "2001:db8::9 v6"]
+    assert [n.target for n in spec.task.networks] == ["front"]  # unchanged by the new flags
+    assert spec.endpoint.mode == "vip" and spec.endpoint.ports[0].published_port == 8080
+
+
+def test_dns_and_host_updates():
+    spec = create(
+        "--dns", "10.0.0.2", "--dns", "10.0.0.3", "--dns-search", "a.example",
+        "--dns-option", "ndots:2", "--host", "db:10.0.0.9", "--host", "db:10.0.0.10",
+        "--host", "cache:10.0.0.11", "busybox",
+    )  # fmt: skip
+    spec.task.container.hosts.append("10.0.0.12 alias1 alias2")
+    updated = update(
+        spec,
+        "--dns-rm", "10.0.0.2", "--dns-add", "10.0.0.4", "--dns-add", "10.0.0.3",
+        "--dns-search-rm", "a.example", "--dns-search-add", "b.example",
+        "--dns-option-rm", "ndots:2", "--dns-option-add", "timeout:1",
+        "--host-rm", "db:10.0.0.9", "--host-rm", "alias1", "--host-add", "web:10.0.0.20",
+        "--host-add", "cache:10.0.0.11",
+    )  # fmt: skip
+    c = updated.task.container
+    assert list(c.dns_nameservers) == ["10.0.0.4", "10.0.0.3"]
+    assert list(c.dns_search) == ["b.example"] and list(c.dns_options) == ["timeout:1"]
+    assert list(c.hosts) == [
+        "10.0.0.10 db",
+        "10.0.0.11 cache",
+        "10.0.0.12 alias2",
+        "10.0.0.20 web",
+    ]
+    gone = update(updated, "--host-rm", "db", "--host-rm", "alias2")
+    assert list(gone.task.container.hosts) == ["10.0.0.11 cache", "10.0.0.20 web"]
+    assert update(updated) == updated
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dns", "8.8.8"], "IP address is not correctly formatted: 8.8.8"),
+        (["--dns", "dns.google"], "IP address is not correctly formatted: dns.google"),
+        (["--dns-search", "-bad.example"], "-bad.example is not a valid domain"),
+        (["--dns-search", "a..b"], "a..b is not a valid domain"),
+        (["--dns-option", ""], "invalid DNS option"),
+        (["--dns-option", "ndots:1 rotate"], "invalid DNS option"),
+        (["--host", "db"], 'bad format for add-host: "db"'),
+        (["--host", ":10.0.0.1"], 'bad format for add-host: ":10.0.0.1"'),
+        (["--host", "db:10.0.0.300"], 'invalid IP address in add-host: "10.0.0.300"'),
+        (["--host", "db:"], 'invalid IP address in add-host: ""'),
+    ],
+)
+def test_bad_dns_and_host_flags_are_one_line_errors(args, message):
+    res = invoke("service", "create", *args, "busybox")
+    assert res.exit_code == 1
+    assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+    assert res.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dns", "1.1.1.1\nnameserver 6.6.6.6"], "IP address is not correctly formatted"),
+        (["--dns-search", "ok.example\nnameserver 6.6.6.6"], "is not a valid domain"),
+        (["--dns-option", "ndots:1\nnameserver 6.6.6.6"], "invalid DNS option"),
+        (["--host", "evil\n1.2.3.4 x:10.0.0.1"], "bad format for add-host"),
+        (["--host", "a#b:10.0.0.1"], "bad format for add-host"),
+    ],
+)
+def test_lines_smuggled_into_resolv_conf_or_hosts_are_refused(args, message):
+    # (the flag error repeats the value as given, newline included: cli.parse's wording)
+    res = invoke("service", "create", *args, "busybox")
+    assert res.exit_code == 1 and message in res.stderr, res.stderr
+    assert res.stdout == ""
+
+
+def test_bad_host_rm_is_refused():
+    res = invoke("service", "update", "--host-rm", "db:not-an-ip", "web")
+    assert res.exit_code == 1 and "invalid IP address in add-host" in res.stderr
+    res = invoke("service", "update", "--dns-add", "x", "web")
+    assert res.exit_code == 1 and "IP address is not correctly formatted: x" in res.stderr
