@@ -152,6 +152,27 @@ done
 echo "$out"
 in_lab m1 pyswarm service rm reader >/dev/null
 
+# Overlay networks: VXLAN between the hosts, the embedded DNS, VIPs and the routing mesh.
+WEB='mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'
+step pyswarm lab exec m1 -- pyswarm network create --attachable front
+in_lab m1 pyswarm network create --attachable front >/dev/null
+step pyswarm lab exec m1 -- pyswarm network ls
+in_lab m1 pyswarm network ls
+step pyswarm lab exec m1 -- pyswarm service create --name hello --replicas 3 --network front -p 8080:80 busybox sh -c "'...httpd...'"
+in_lab m1 pyswarm service create -d --name hello --replicas 3 --network front -p 8080:80 \
+    --constraint node.role==worker --stop-grace-period 1s busybox sh -c "$WEB" >/dev/null
+for _ in $(seq 150); do  # until the three replicas run
+    [[ "$(in_lab m1 pyswarm service ls --format json | python3 -c \
+        'import json,sys; print(next(d["Replicas"] for d in map(json.loads, sys.stdin) if d["Name"] == "hello"))')" == 3/3 ]] && break
+    sleep 0.2
+done
+step pyswarm lab exec m1 -- pyswarm run --rm --network front busybox sh -c "'nslookup hello; nslookup tasks.hello; wget http://hello/ x4'"
+in_lab m1 pyswarm run --rm --network front busybox sh -c \
+    'nslookup hello | tail -n +4; nslookup tasks.hello | tail -n +4; for i in 1 2 3 4; do timeout 3 wget -q -O- http://hello/; done'
+step "the routing mesh: port 8080 of m1, which runs no replica of hello"
+for i in 1 2 3; do in_lab w1 timeout 3 busybox wget -q -O- http://198.18.0.11:8080/; done
+in_lab m1 pyswarm service rm hello >/dev/null
+
 LEADER=$(in_lab m1 pyswarm node ls --format json | python3 -c \
     'import json,sys; print(next(d["Hostname"] for d in map(json.loads, sys.stdin) if d["ManagerStatus"] == "Leader"))')
 LEADER_PID=$("$PYSWARM" lab ls --name "$LAB" --format json | python3 -c \
