@@ -392,6 +392,7 @@ class OverlayAttachment(_message.Message):
     MTU_FIELD_NUMBER: _builtins.int
     INGRESS_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    INTERNAL_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     network_name: _builtins.str
     vni: _builtins.int
@@ -401,6 +402,8 @@ class OverlayAttachment(_message.Message):
     mtu: _builtins.int
     """0 = the underlay's MTU - 50"""
     ingress: _builtins.bool
+    internal: _builtins.bool
+    """no way out: the container gets no bridge (eth0) either"""
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -414,10 +417,11 @@ class OverlayAttachment(_message.Message):
         mtu: _builtins.int = ...,
         ingress: _builtins.bool = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
+        internal: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "aliases", b"aliases", "ingress", b"ingress", "mtu", b"mtu", "network_id", b"network_id", "network_name", b"network_name", "subnet", b"subnet", "vni", b"vni"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "aliases", b"aliases", "ingress", b"ingress", "internal", b"internal", "mtu", b"mtu", "network_id", b"network_id", "network_name", b"network_name", "subnet", b"subnet", "vni", b"vni"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -154,6 +154,8 @@ class SwarmNetworks:
         if mode not in ("", "default", "bridge", "host", "none"):
             overlays = [self._standalone(container_id, mode)]
             mode = "bridge"
+        if any(o.internal for o in overlays) and mode in ("", "default", "bridge"):
+            mode = "none"  # an internal network has no way out: no eth0 on the bridge
         try:
             attachment = self.bridge.attach(container_id, mode=mode, ports=ports)
         except BaseException:
@@ -430,6 +432,12 @@ class SwarmNetworks:
                     log.warning("overlay namespace %s not removed: %s", ns, exc)
                     continue
                 self._peers.pop(ns, None)
+        if not used and (self._tunnel_untracked or sweep):
+            try:
+                lb.delete_table(lb.TUNNEL_TABLE, netns=None)
+                self._tunnel_untracked = False
+            except errors.EngineFailure as exc:
+                log.warning("VXLAN notrack table not removed: %s", exc)
 
     # -- DNS and VIPs ------------------------------------------------------------------
 

@@ -121,6 +121,7 @@ def overlay_attachments(task: objects.Task) -> list[engine_pb2.OverlayAttachment
                 mtu=int(mtu) if mtu.isdigit() else 0,
                 ingress=network.spec.ingress,
                 aliases=list(attachment.aliases),
+                internal=network.spec.internal,
             )
         )
     return out

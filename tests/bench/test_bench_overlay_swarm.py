@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -26,9 +25,8 @@ from pathlib import Path
 import pytest
 
 from api import swarm_pb2 as swarm
-from deploy import lab as labs
 from tests.daemons import wait_for
-from tests.e2e.test_services import RUNNING, Swarm
+from tests.e2e.test_services import RUNNING, Swarm, lab_swarm
 
 pytestmark = [
     pytest.mark.bench,
@@ -43,15 +41,7 @@ RATE = re.compile(r"^Requests per second:\s+([\d.]+)", re.MULTILINE)
 
 @pytest.fixture(scope="module")
 def cluster(busybox_tar: Path) -> Iterator[Swarm]:
-    name = "b" + secrets.token_hex(3)
-    try:
-        lab = labs.up(name, managers=1, workers=1, heartbeat="1s")
-    except BaseException:
-        labs.down(name)
-        raise
-    c = Swarm(lab)
-    try:
-        c.cli("m1", "image", "import", "-c", 'CMD ["sh"]', str(busybox_tar), "busybox")
+    with lab_swarm(busybox_tar, prefix="b", workers=1) as c:
         c.cli("m1", "network", "create", "bench")
         for service, node, command in (
             ("srv", "w1", ["sleep", "3600"]),
@@ -67,9 +57,6 @@ def cluster(busybox_tar: Path) -> Iterator[Swarm]:
         for service, count in (("srv", 1), ("cli", 1), ("web", 2)):
             c.wait_running(service, count)
         yield c
-    finally:
-        c.close()
-        labs.down(name)
 
 
 def task_netns(cluster: Swarm, service: str) -> tuple[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from api import swarm_pb2 as swarm
 from api import tasks as tasklib
 from deploy import lab as labs
 from tests.daemons import wait_for
-from tests.e2e.test_services import RUNNING, Swarm
+from tests.e2e.test_services import RUNNING, Swarm, lab_swarm
 
 pytestmark = pytest.mark.e2e
 
@@ -31,21 +30,10 @@ WEB = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /ww
 
 @pytest.fixture(scope="module")
 def cluster(busybox_tar: Path) -> Iterator[Swarm]:
-    name = "o" + secrets.token_hex(3)
-    try:
-        lab = labs.up(name, managers=1, workers=2, heartbeat="1s")
-    except BaseException:
-        labs.down(name)
-        raise
-    c = Swarm(lab)
-    try:
-        c.cli("m1", "image", "import", "-c", 'CMD ["sh"]', str(busybox_tar), "busybox")
+    with lab_swarm(busybox_tar, prefix="o") as c:
         yield c
-    finally:
-        c.close()
-        labs.down(name)
-        leftovers = [n for n in labs_netns() if name in n]
-        assert not leftovers, leftovers
+    leftovers = [n for n in labs_netns() if c.lab.name in n]
+    assert not leftovers, leftovers
 
 
 def labs_netns() -> list[str]:
@@ -233,7 +221,7 @@ def test_host_mode_publishes_only_where_a_task_runs(cluster: Swarm) -> None:
 
 
 def test_two_overlays_are_isolated(cluster: Swarm) -> None:
-    cluster.cli("m1", "network", "create", "back")
+    cluster.cli("m1", "network", "create", "--internal", "back")
     cluster.cli(
         "m1", "service", "create", "-d", "--name", "other", "--network", "back",
         "--constraint", "node.hostname==w2", "--stop-grace-period", "1s",
@@ -245,6 +233,8 @@ def test_two_overlays_are_isolated(cluster: Swarm) -> None:
     assert lookup(cluster, other, "web") == []
     out = sh(cluster, other, f"timeout 3 wget -q -O- http://{web_ips[0]}/ || echo FAIL")
     assert out.strip() == "FAIL", out
+    # An internal network has no way out: no eth0 on the node's bridge, no default route.
+    assert "default" not in sh(cluster, other, "ip route"), sh(cluster, other, "ip route")
 
 
 def test_run_joins_an_attachable_overlay(cluster: Swarm) -> None:
@@ -276,8 +266,15 @@ def test_network_rm_refused_in_use_then_cleans_everything(cluster: Swarm) -> Non
         found = [n for n in labs_netns() if re.search(r"^pyswarm-[0-9a-f]{6}-ov\d+$", n)]
         return found or None
 
-    # Only ingress may remain (no service publishes anything: not even that).
+    # No service publishes a port any more: not even ingress remains, and the hosts'
+    # own namespaces have no table or link of ours left.
     wait_for(lambda: not overlay_namespaces(), timeout=10, what="overlay namespaces gone")
+    for host in ("m1", "w1", "w2"):
+        argv, env = labs.command_for(
+            cluster.lab.host(host), ["sh", "-c", "nft list tables; ip -o link show"]
+        )
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30).stdout
+        assert not re.search(r"pyswarm-(ingress|vxlan|lb)|psw-ingress", out), (host, out)
 
 
 def test_bad_input(cluster: Swarm) -> None:

@@ -9,6 +9,7 @@ node) is read from the control API and the nodes' engines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -93,11 +94,12 @@ class Swarm:
         self._channel.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(busybox_tar: Path) -> Iterator[Swarm]:
-    name = "s" + secrets.token_hex(3)
+@contextlib.contextmanager
+def lab_swarm(busybox_tar: Path, *, prefix: str, workers: int = 2) -> Iterator[Swarm]:
+    """A 1-manager lab (heartbeat 1 s) with busybox in m1's store; removed at the end."""
+    name = prefix + secrets.token_hex(3)
     try:
-        lab = labs.up(name, managers=1, workers=2, heartbeat="1s")
+        lab = labs.up(name, managers=1, workers=workers, heartbeat="1s")
     except BaseException:
         labs.down(name)
         raise
@@ -108,6 +110,12 @@ def cluster(busybox_tar: Path) -> Iterator[Swarm]:
     finally:
         c.close()
         labs.down(name)
+
+
+@pytest.fixture(scope="module")
+def cluster(busybox_tar: Path) -> Iterator[Swarm]:
+    with lab_swarm(busybox_tar, prefix="s") as c:
+        yield c
 
 
 def test_create_spreads_replicas_over_the_nodes(cluster: Swarm) -> None:
