@@ -69,13 +69,6 @@ def validate_network_spec(spec: objects.NetworkSpec) -> None:
             raise InvalidArgument(f"unknown network option {key!r} (supported: mtu)")
 
 
-def network_mtu(network: objects.Network) -> int:
-    """The MTU the user set (-o mtu=N), or 0 for the default (underlay - 50)."""
-    options = network.spec.options
-    value = options.get("mtu") or options.get("com.docker.network.driver.mtu") or "0"
-    return int(value)
-
-
 def allocate(
     tx: st.ReadTx, network: objects.Network, *, pool: Iterable[str], subnet_size: int
 ) -> None:

@@ -43,6 +43,7 @@ from typing import Protocol
 
 from api import engine_pb2, errors, objects_pb2
 from api import swarm_pb2 as swarm
+from api.networks import overlay_attachment
 from overlay import lb, netns, vxlan
 from overlay.bridge import Attachment, BridgeDriver
 from overlay.dns import EmbeddedDns
@@ -185,18 +186,7 @@ class SwarmNetworks:
         attachment = attacher(network, container_id=container_id, name=container_id[:12])
         with self._lock:
             self._standalones.add(container_id)
-        net = attachment.network
-        options = net.spec.options
-        mtu = options.get("mtu") or options.get("com.docker.network.driver.mtu") or "0"
-        return engine_pb2.OverlayAttachment(
-            network_id=net.meta.id,
-            network_name=net.spec.name,
-            vni=net.vni,
-            subnet=net.subnet,
-            address=attachment.addresses[0],
-            mtu=int(mtu) if mtu.isdigit() else 0,
-            aliases=list(attachment.aliases),
-        )
+        return overlay_attachment(attachment)
 
     def _forget_standalone(self, container_id: str) -> None:
         with self._lock:

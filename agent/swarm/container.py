@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from api import engine_pb2
 from api import objects_pb2 as objects
 from api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PyswarmError
+from api.networks import overlay_attachment
 from api.tasks import DEFAULT_STOP_GRACE, LABEL_TASK_ID, expand, labels, task_name
 
 from ..containers import prepare
@@ -104,27 +105,8 @@ def container_config(
 
 
 def overlay_attachments(task: objects.Task) -> list[engine_pb2.OverlayAttachment]:
-    """The task's overlay networks as the engine's network driver needs them: the
-    addresses the managers allocated, the VNI and subnet of each network."""
-    out = []
-    for attachment in task.networks:
-        network = attachment.network
-        options = network.spec.options
-        mtu = options.get("mtu") or options.get("com.docker.network.driver.mtu") or "0"
-        out.append(
-            engine_pb2.OverlayAttachment(
-                network_id=network.meta.id,
-                network_name=network.spec.name,
-                vni=network.vni,
-                subnet=network.subnet,
-                address=attachment.addresses[0] if attachment.addresses else "",
-                mtu=int(mtu) if mtu.isdigit() else 0,
-                ingress=network.spec.ingress,
-                aliases=list(attachment.aliases),
-                internal=network.spec.internal,
-            )
-        )
-    return out
+    """The task's overlay networks as the engine's network driver needs them."""
+    return [overlay_attachment(a) for a in task.networks]
 
 
 class EngineExecutor:

@@ -13,6 +13,7 @@ import pytest
 
 from api import objects_pb2 as objects
 from api.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
+from api.networks import network_mtu
 from manager import store as st
 from manager.allocator import Allocator
 from manager.networkcontrol import (
@@ -22,7 +23,6 @@ from manager.networkcontrol import (
     Networks,
     attach,
     detach,
-    network_mtu,
     validate_network_spec,
 )
 
