@@ -236,6 +236,7 @@ def _add_vxlan(ns: str, *, vni: int, local: IPv4Address, mtu: int) -> None:
                 vxlan_port=VXLAN_PORT,
                 vxlan_learning=0,
                 vxlan_proxy=1,
+                vxlan_udp_csum=0,  # as docker: the inner TCP/UDP checksums cover it
             )
             ipr.link("set", index=_index(ipr, temp), net_ns_fd=ns)
             moved = True
