@@ -179,6 +179,7 @@ ROOT_COMMANDS = {
     "secret": Entry("cli.commands.secret:secret", "Manage Swarm secrets", MANAGEMENT),
     "config": Entry("cli.commands.config:config", "Manage Swarm configs", MANAGEMENT),
     "network": Entry("cli.commands.network:network", "Manage networks", MANAGEMENT),
+    "stack": Entry("cli.commands.stack:stack", "Manage Swarm stacks", MANAGEMENT),
     "ps": Entry(f"{CONTAINERS}:ps", "List containers"),
     **{
         name: CONTAINER_COMMANDS[name]
