@@ -173,6 +173,22 @@ step "the routing mesh: port 8080 of m1, which runs no replica of hello"
 for i in 1 2 3; do in_lab w1 timeout 3 busybox wget -q -O- http://198.18.0.11:8080/; done
 in_lab m1 pyswarm service rm hello >/dev/null
 
+# Stacks: a compose file deploys a whole application (images built from deploy/demo/).
+step pyswarm lab exec m1 -- pyswarm stack deploy --build -c deploy/demo/stack.yml demo
+in_lab m1 pyswarm stack deploy --build -c "$PWD/deploy/demo/stack.yml" demo
+for _ in $(seq 300); do  # until the 3 web replicas run and the mesh answers
+    [[ "$(in_lab m1 pyswarm service ls --format json | python3 -c \
+        'import json,sys; print(next(d["Replicas"] for d in map(json.loads, sys.stdin) if d["Name"] == "demo_web"))')" == 3/3 ]] \
+        && in_lab w1 timeout 3 busybox wget -q -O /dev/null http://198.18.0.11:8080/ 2>/dev/null && break
+    sleep 0.2
+done
+step pyswarm lab exec m1 -- pyswarm stack services demo
+in_lab m1 pyswarm stack services demo
+step "port 8080 of m1 (no web task there): the web replicas, and the backend through DNS"
+for i in 1 2 3; do in_lab w1 timeout 3 busybox wget -q -O- http://198.18.0.11:8080/; done
+in_lab w1 timeout 3 busybox wget -q -O- http://198.18.0.11:8080/cgi-bin/backend
+in_lab m1 pyswarm stack rm demo >/dev/null
+
 LEADER=$(in_lab m1 pyswarm node ls --format json | python3 -c \
     'import json,sys; print(next(d["Hostname"] for d in map(json.loads, sys.stdin) if d["ManagerStatus"] == "Leader"))')
 LEADER_PID=$("$PYSWARM" lab ls --name "$LAB" --format json | python3 -c \
