@@ -152,6 +152,16 @@ def run_daemon(
     )
     swarm_pb2_grpc.add_SwarmServicer_to_server(swarm_node, server)
     swarm_pb2_grpc.add_ControlServicer_to_server(LocalControl(swarm_node), server)
+    # Handlers before the socket exists: whoever sees the socket may signal us, and a
+    # SIGTERM must then be a clean shutdown, not the default exit that leaves it behind.
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     # The socket is created by add_insecure_port: 0660 from birth, never wider.
     old_umask = os.umask(0o117)
     try:
@@ -172,14 +182,6 @@ def run_daemon(
             log.warning("metrics not served on %s: %s", metrics_addr, exc)
     log.info("pyswarm daemon ready: unix://%s, data root %s, runtime %s", sock, data_root, runtime)
 
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     done.wait()
     server.stop(grace=2).wait()
     swarm_node.close()
