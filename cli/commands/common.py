@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -30,6 +30,16 @@ class RunLikeCommand(click.Command):
             ignore_unknown_options=False, allow_interspersed_args=False
         )
         super().__init__(*args, **kwargs)
+
+
+class ObjectGroup(click.Group):
+    """A management group (`service`, `node`, `network`, `secret`, ...) whose `list` and
+    `remove` are hidden aliases of `ls` and `rm`, as docker's."""
+
+    aliases: ClassVar[dict[str, str]] = {"list": "ls", "remove": "rm"}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
 
 
 def engine() -> Engine:

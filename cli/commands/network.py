@@ -21,7 +21,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -386,16 +386,7 @@ def _go_text(value: Any) -> str:
 # ---- the commands -----------------------------------------------------------------
 
 
-class NetworkGroup(click.Group):
-    """The `network` group; `list` and `remove` are hidden aliases, as docker's."""
-
-    aliases: ClassVar[dict[str, str]] = {"list": "ls", "remove": "rm"}
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
-
-
-@click.group(cls=NetworkGroup)
+@click.group(cls=common.ObjectGroup)
 def network() -> None:
     """Manage networks."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -61,19 +61,10 @@ AVAILABILITY = FlagType("active|pause|drain", swarmclient.parse_availability)
 LABEL = FlagType("K=V", parse.parse_label)
 
 
-class NodeGroup(click.Group):
-    """The `node` group; `list` and `remove` are hidden aliases, as docker's."""
-
-    aliases: ClassVar[dict[str, str]] = {"list": "ls", "remove": "rm"}
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
-
-
 # ---- commands ---------------------------------------------------------------------
 
 
-@click.group(cls=NodeGroup)
+@click.group(cls=common.ObjectGroup)
 def node() -> None:
     """Manage Swarm nodes."""
 

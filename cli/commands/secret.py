@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -129,19 +129,12 @@ def _remove(client: ServiceClient, kind: Kind, ref: str) -> None:
 # ---- the commands ----
 
 
-class ObjectGroup(click.Group):
-    aliases: ClassVar[dict[str, str]] = {"list": "ls", "remove": "rm"}
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
-
-
 def group(kind: Kind) -> click.Group:
     """The `secret` or `config` group."""
     word = kind.name
     plural = f"{word}s"
 
-    @click.group(word, cls=ObjectGroup, help=f"Manage Swarm {plural}.")
+    @click.group(word, cls=common.ObjectGroup, help=f"Manage Swarm {plural}.")
     def commands() -> None:
         pass
 

@@ -12,7 +12,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,7 @@ from cli.serviceclient import NoSuchObject, NoSuchService, ServiceClient
 
 if TYPE_CHECKING:
     from api import objects_pb2 as opb
+    from api import swarm_pb2 as spb
 
 LS_FILTER_KEYS = ("id", "name", "label", "mode")
 PS_FILTER_KEYS = ("id", "name", "node", "desired-state")
@@ -47,15 +48,6 @@ def parse_filter(keys: Sequence[str]) -> FlagType[tuple[str, str]]:
     return FlagType("filter", parser)
 
 
-class ServiceGroup(click.Group):
-    """The `service` group; `list` and `remove` are hidden aliases, as docker's."""
-
-    aliases: ClassVar[dict[str, str]] = {"list": "ls", "remove": "rm"}
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
-
-
 class CreateCommand(click.Command):
     """Option parsing stops at IMAGE, so `create busybox ls -l` passes `-l` on."""
 
@@ -64,7 +56,7 @@ class CreateCommand(click.Command):
         super().__init__(*args, **kwargs)
 
 
-@click.group(cls=ServiceGroup)
+@click.group(cls=common.ObjectGroup)
 def service() -> None:
     """Manage Swarm services."""
 
@@ -245,7 +237,12 @@ def ls(quiet: bool, filters: tuple[tuple[str, str], ...], fmt: str | None) -> No
     """List services."""
     with serviceclient.current() as client:
         infos = [i for i in client.list_services() if so.ls_matches(i, filters)]
-    infos.sort(key=lambda i: (i.service.spec.name, i.service.meta.id))
+    print_services(infos, quiet=quiet, fmt=fmt)
+
+
+def print_services(infos: Sequence[spb.ServiceInfo], *, quiet: bool, fmt: str | None) -> None:
+    """docker's `service ls` table (or ids, or JSON lines), by name."""
+    infos = sorted(infos, key=lambda i: (i.service.spec.name, i.service.meta.id))
     if quiet:
         for info in infos:
             click.echo(info.service.meta.id)

@@ -28,7 +28,6 @@ from cli import serviceclient
 from cli.client import CliError
 from cli.commands import common
 from cli.commands import service as service_cmd
-from cli.commands import service_output as so
 from cli.serviceclient import NoSuchObject, ServiceClient
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ def _namespace(labels: Any, stack: str) -> bool:
     return bool(labels.get(NAMESPACE_LABEL) == stack)
 
 
-@click.group()
+@click.group(cls=common.ObjectGroup)
 def stack() -> None:
     """Manage Swarm stacks."""
 
@@ -269,16 +268,7 @@ def services(fmt: str | None, quiet: bool, name: str) -> None:
     with serviceclient.current() as client:
         found = {s.meta.id for s in _stack_services(client, name)}
         infos = [i for i in client.list_services() if i.service.meta.id in found]
-    infos.sort(key=lambda i: i.service.spec.name)
-    if quiet:
-        for info in infos:
-            click.echo(info.service.meta.id)
-        return
-    rows = [so.ls_row(i) for i in infos]
-    cells = [
-        [str(r[c]) for c in ("ID", "Name", "Mode", "Replicas", "Image", "Ports")] for r in rows
-    ]
-    common.print_rows(fmt, so.LS_HEADERS, rows, cells)
+    service_cmd.print_services(infos, quiet=quiet, fmt=fmt)
 
 
 @stack.command("ps")
