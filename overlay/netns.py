@@ -283,11 +283,16 @@ def add_container_link(
 def delete_link(name: str) -> None:
     """Delete a link of the current namespace (both ends, for a veth); idempotent."""
     with _kernel_errors(f"deleting link {name}"), _iproute() as ipr:
-        index = _find(ipr, name)
-        if index is None:
-            return
-        try:
-            ipr.link("del", index=index)
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:  # gone meanwhile: its namespace went away
-                raise
+        delete_with(ipr, name)
+
+
+def delete_with(ipr: Any, name: str) -> None:
+    """Delete a link of the namespace `ipr` is in; a missing one is not an error."""
+    index = _find(ipr, name)
+    if index is None:
+        return
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:  # gone meanwhile: its namespace went away
+            raise

@@ -100,6 +100,7 @@ class SwarmNetworks:
         self._ingress: tuple[str, str] | None = None  # applied (host, sandbox) scripts
         # Lock-free reads for the DNS thread: replaced whole, never mutated.
         self._names: dict[str, dict[str, list[IPv4Address]]] = {}
+        self._vips: dict[str, list[lb.Vip]] = {}  # per network, from `_reindex`
         self._attacher: Attacher | None = None
         self._detacher: Callable[[str], None] | None = None
         self._standalones: set[str] = set()  # `run --network` containers
@@ -365,15 +366,6 @@ class SwarmNetworks:
         if not self._tunnel_untracked:
             lb.apply(lb.plan_untracked_tunnel(vxlan.VXLAN_PORT), netns=None)
             self._tunnel_untracked = True
-        if bridge_address is not None:
-            # Peers reach this node's ingress address at the MAC derived from it.
-            mac = vxlan.mac_for(bridge_address.ip)
-            netns.in_netns(
-                ns,
-                lambda ipr: ipr.link(
-                    "set", index=ipr.link_lookup(ifname=vxlan.BRIDGE)[0], address=mac
-                ),
-            )
         self._peers.pop(ns, None)  # (re)made: program its peers again
         return Local(overlay.network_id, overlay.vni, ns, "", overlay.address, mtu)
 
@@ -432,34 +424,36 @@ class SwarmNetworks:
     # -- DNS and VIPs ------------------------------------------------------------------
 
     def _reindex(self) -> None:
-        """Names per network for the DNS thread: services (VIP or, in dnsrr mode, ready
-        task addresses), `tasks.<service>`, aliases, task and container names."""
+        """From the views, once per change: names per network for the DNS thread
+        (services: VIP or, in dnsrr mode, ready task addresses; `tasks.<service>`;
+        aliases; task and container names) and the VIPs with their backends."""
         names: dict[str, dict[str, list[IPv4Address]]] = {}
+        vips: dict[str, list[lb.Vip]] = {}
         for network_id, view in self._views.items():
             if view.network.spec.ingress:
                 continue
+            ready = _ready(view)
             table: dict[str, list[IPv4Address]] = {}
-            ready: dict[str, list[IPv4Address]] = {}
             for ep in view.endpoints:
-                if not ep.address:
-                    continue
-                address = IPv4Address(ep.address)
-                if ep.ready:
-                    ready.setdefault(ep.service_id, []).append(address)
+                if ep.ready and ep.address:
                     for name in (ep.name, *ep.aliases):
                         if name:
-                            table.setdefault(name.lower(), []).append(address)
+                            table.setdefault(name.lower(), []).append(IPv4Address(ep.address))
+            vips[network_id] = []
             for service in view.services:
-                addresses = (
-                    [IPv4Address(service.vip)]
-                    if service.mode != "dnsrr" and service.vip
-                    else ready.get(service.service_id, [])
-                )
+                backends = ready.get(service.service_id, [])
+                if service.mode != "dnsrr" and service.vip:
+                    vip = IPv4Address(service.vip)
+                    vips[network_id].append(lb.Vip(vip, tuple(backends)))
+                    addresses = [vip]
+                else:
+                    addresses = backends
                 for name in (service.name, *service.aliases):
                     table[name.lower()] = list(addresses)
-                table[f"tasks.{service.name.lower()}"] = ready.get(service.service_id, [])
+                table[f"tasks.{service.name.lower()}"] = backends
             names[network_id] = table
         self._names = names
+        self._vips = vips
 
     def _lookup(self, container_id: str, name: str) -> list[IPv4Address] | None:
         locals_ = self._containers.get(container_id, [])
@@ -471,19 +465,11 @@ class SwarmNetworks:
         return None
 
     def _sync_vips(self, container_id: str) -> None:
-        vips: dict[IPv4Address, lb.Vip] = {}
-        for local in self._containers.get(container_id, []):
-            view = self._views.get(local.network_id)
-            if view is None or view.network.spec.ingress:
-                continue
-            ready: dict[str, list[IPv4Address]] = {}
-            for ep in view.endpoints:
-                if ep.ready and ep.address:
-                    ready.setdefault(ep.service_id, []).append(IPv4Address(ep.address))
-            for service in view.services:
-                if service.mode != "dnsrr" and service.vip:
-                    address = IPv4Address(service.vip)
-                    vips[address] = lb.Vip(address, tuple(ready.get(service.service_id, [])))
+        vips = {
+            vip.address: vip
+            for local in self._containers.get(container_id, [])
+            for vip in self._vips.get(local.network_id, [])
+        }
         script = lb.plan_vips(list(vips.values()))
         if self._lb.get(container_id) == script:
             return
@@ -568,23 +554,27 @@ class SwarmNetworks:
         os.replace(tmp, self._state_path)
 
 
-def _ingress_ports(view: swarm.NetworkView) -> list[lb.IngressPort]:
+def _ready(view: swarm.NetworkView) -> dict[str, list[IPv4Address]]:
+    """The addresses of each service's ready tasks on the network: its backends."""
     ready: dict[str, list[IPv4Address]] = {}
     for ep in view.endpoints:
-        if ep.ready and ep.address and ep.service_id:
+        if ep.ready and ep.address:
             ready.setdefault(ep.service_id, []).append(IPv4Address(ep.address))
-    ports = []
-    for service in view.services:
-        for port in service.ports:
-            ports.append(
-                lb.IngressPort(
-                    protocol=port.protocol or "tcp",
-                    published=port.published_port,
-                    target=port.target_port,
-                    backends=tuple(ready.get(service.service_id, [])),
-                )
-            )
-    return ports
+    return ready
+
+
+def _ingress_ports(view: swarm.NetworkView) -> list[lb.IngressPort]:
+    ready = _ready(view)
+    return [
+        lb.IngressPort(
+            protocol=port.protocol or "tcp",
+            published=port.published_port,
+            target=port.target_port,
+            backends=tuple(ready.get(service.service_id, [])),
+        )
+        for service in view.services
+        for port in service.ports
+    ]
 
 
 def _load(path: Path) -> dict[str, list[Local]]:

@@ -158,7 +158,8 @@ def ensure_network(
     """Namespace `ns` with br0 and vxlan0 (VNI `vni`, underlay source `local`), up.
 
     Idempotent: on an existing complete network only the bridge address is
-    reconciled (exactly `bridge_address`, or none). Whatever a failing call made is
+    reconciled (exactly `bridge_address`, or none; with one, br0 takes the MAC
+    `mac_for` derives from it, as peers expect). Whatever a failing call made is
     removed again."""
     _check_ns(ns)
     if not 1 <= vni <= MAX_VNI:
@@ -220,6 +221,10 @@ def _reconcile_bridge(ipr: Any, want: IPv4Interface | None) -> None:
         ipr.addr("del", index=index, address=str(extra.ip), prefixlen=extra.network.prefixlen)
     if want is not None and want not in have:
         ipr.addr("add", index=index, address=str(want.ip), prefixlen=want.network.prefixlen)
+    if want is not None:
+        # Peers program this address at the MAC derived from it (as every endpoint's),
+        # so the bridge must answer to that MAC, not its random one.
+        ipr.link("set", index=index, address=mac_for(want.ip))
 
 
 def _add_vxlan(ns: str, *, vni: int, local: IPv4Address, mtu: int) -> None:
@@ -253,30 +258,18 @@ def _add_vxlan(ns: str, *, vni: int, local: IPv4Address, mtu: int) -> None:
         with contextlib.suppress(errors.EngineFailure):
             if moved:
                 with _kernel_errors(f"removing {temp} from {ns}"):
-                    in_netns(ns, lambda ipr: _delete(ipr, temp))
+                    in_netns(ns, lambda ipr: netns.delete_with(ipr, temp))
             else:
                 netns.delete_link(temp)
         raise
 
 
-def _delete(ipr: Any, ifname: str) -> None:
-    """Delete a link of the namespace `ipr` is in; a missing one is not an error."""
-    index = _find(ipr, ifname)
-    if index is None:
-        return
-    try:
-        ipr.link("del", index=index)
-    except NetlinkError as exc:
-        if exc.code != errno.ENODEV:
-            raise
-
-
 def _remove_links(ns: str, *, bridge: bool, vxlan: bool) -> None:
     def remove(ipr: Any) -> None:
         if vxlan:
-            _delete(ipr, VXLAN)
+            netns.delete_with(ipr, VXLAN)
         if bridge:
-            _delete(ipr, BRIDGE)
+            netns.delete_with(ipr, BRIDGE)
 
     with _kernel_errors(f"removing links in {ns}"):
         in_netns(ns, remove)
@@ -588,7 +581,7 @@ def detach(ns: str, host_ifname: str) -> None:
     if ns not in netns.list_netns():
         return
     with _kernel_errors(f"deleting veth {host_ifname} in {ns}"):
-        in_netns(ns, lambda ipr: _delete(ipr, host_ifname))
+        in_netns(ns, lambda ipr: netns.delete_with(ipr, host_ifname))
 
 
 # -- the host side of the ingress network -------------------------------------------
@@ -623,7 +616,7 @@ def connect_host(
                 if host_index is not None:
                     ipr.link("del", index=host_index)
                 if ns_index is not None:
-                    in_netns(ns, lambda nsr: _delete(nsr, ns_ifname))
+                    in_netns(ns, lambda nsr: netns.delete_with(nsr, ns_ifname))
                 ipr.link(
                     "add",
                     ifname=host_ifname,
