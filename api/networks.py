@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from api import engine_pb2
 from api import objects_pb2 as objects
 
 MTU_OPTIONS = ("mtu", "com.docker.network.driver.mtu")
+
+
+def ingress_ports(ports: Iterable[objects.PortConfig]) -> list[objects.PortConfig]:
+    """The ports published through the routing mesh ("" means ingress, docker's default)."""
+    return [p for p in ports if p.publish_mode in ("", "ingress")]
 
 
 def network_mtu(network: objects.Network) -> int:

@@ -32,9 +32,10 @@ from ipaddress import IPv4Address, IPv4Interface
 from api import objects_pb2 as objects
 from api.errors import PyswarmError, Unavailable
 from api.ipam import Ipam
+from api.networks import ingress_ports
 from api.tasks import ALLOCATION_FAILED, awaiting_addresses, is_terminal
 from manager import store as st
-from manager.loop import StageThread
+from manager.loop import FollowingStage
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,12 @@ def task_networks(task: objects.Task, pools: Pools) -> list[tuple[str, list[str]
     """(network id, aliases) for every network the task joins, in spec order, then
     ingress when its service publishes ingress ports."""
     wanted = [(a.target, list(a.aliases)) for a in task.spec.networks]
-    if pools.ingress_id and any(p.publish_mode in ("", "ingress") for p in task.endpoint.ports):
+    if pools.ingress_id and ingress_ports(task.endpoint.ports):
         wanted.append((pools.ingress_id, []))
     return wanted
 
 
-class Allocator(StageThread):
+class Allocator(FollowingStage):
     thread_name = "allocator"
 
     def __init__(self, store: st.MemoryStore, *, wall: Callable[[], float] = time.time) -> None:
@@ -116,17 +117,9 @@ class Allocator(StageThread):
         self.store = store
         self.wall = wall
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self._follow()
-            except Exception:  # never die: re-list after a pause
-                log.exception("allocator failed; starting over")
-                self.stopping.wait(0.5)
-
     # ---- following the store ----------------------------------------------------
 
-    def _follow(self) -> None:
+    def follow(self) -> None:
         pools = Pools()
         (new, waiting, services, nodes), watch = self.store.view_and_watch(
             functools.partial(_rebuild, pools=pools),

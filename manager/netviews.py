@@ -26,9 +26,10 @@ from ipaddress import IPv4Interface
 
 from api import objects_pb2 as objects
 from api import swarm_pb2 as swarm
+from api.networks import ingress_ports
 from api.tasks import is_terminal, task_name
 from manager import store as st
-from manager.loop import StageThread
+from manager.loop import FollowingStage
 from manager.networkcontrol import CONTAINER_NAME_LABEL
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,7 @@ def _ip(address: str) -> str:
     return str(IPv4Interface(address).ip) if address else ""
 
 
-def _ingress_ports(service: objects.Service) -> list[objects.PortConfig]:
-    return [p for p in service.endpoint.ports if p.publish_mode in ("", "ingress")]
-
-
-class NetViews(StageThread):
+class NetViews(FollowingStage):
     thread_name = "netviews"
 
     def __init__(self, store: st.MemoryStore, *, send: Send, period: float = 0.05) -> None:
@@ -62,15 +59,7 @@ class NetViews(StageThread):
             views = self._current.get(node_id)
             return views if views is not None else swarm.NetworkViews(version=self._version)
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self._follow()
-            except Exception:  # never die: re-list after a pause
-                log.exception("network views failed; starting over")
-                self.stopping.wait(0.5)
-
-    def _follow(self) -> None:
+    def follow(self) -> None:
         state = ViewState()
         _, watch = self.store.view_and_watch(
             state.load,
@@ -129,6 +118,7 @@ class ViewState:
         self.node_addrs: dict[str, str] = {}
         self.node_ingress: dict[str, str] = {}  # node id -> ingress address
         self.tasks: dict[str, objects.Task] = {}  # live tasks with addresses
+        self.on_network: dict[str, set[str]] = {}  # network id -> ids of those tasks
         self.views: dict[str, swarm.NetworkView] = {}
         self.members: dict[str, set[str]] = {}
 
@@ -143,7 +133,18 @@ class ViewState:
             if _live(task):
                 kept = objects.Task()
                 kept.CopyFrom(task)
-                self.tasks[task.meta.id] = kept
+                self._keep(kept)
+
+    def _keep(self, task: objects.Task) -> None:
+        self._drop(task.meta.id)
+        self.tasks[task.meta.id] = task
+        for attachment in task.networks:
+            self.on_network.setdefault(attachment.network.meta.id, set()).add(task.meta.id)
+
+    def _drop(self, task_id: str) -> None:
+        task = self.tasks.pop(task_id, None)
+        for attachment in task.networks if task is not None else ():
+            self.on_network.get(attachment.network.meta.id, set()).discard(task_id)
 
     def _node(self, node: objects.Node) -> None:
         self.node_addrs[node.meta.id] = node.status.addr
@@ -159,9 +160,9 @@ class ViewState:
                 if isinstance(task, objects.Task):
                     dirty.update(a.network.meta.id for a in task.networks)
             if removed or not _live(obj):
-                self.tasks.pop(obj.meta.id, None)
+                self._drop(obj.meta.id)
             else:
-                self.tasks[obj.meta.id] = obj
+                self._keep(obj)
             return False
         if isinstance(obj, objects.Service):
             for service in (obj, old):
@@ -195,7 +196,7 @@ class ViewState:
     def _service_networks(self, service: objects.Service) -> set[str]:
         ids = {a.target for a in service.spec.task.networks}
         ids |= {v.network_id for v in service.endpoint.virtual_ips}
-        if _ingress_ports(service):
+        if ingress_ports(service.endpoint.ports):
             ids |= {n for n, net in self.networks.items() if net.spec.ingress}
         return ids
 
@@ -207,7 +208,8 @@ class ViewState:
             return
         view = swarm.NetworkView(network=network)
         members: set[str] = set()
-        for task in sorted(self.tasks.values(), key=lambda t: t.meta.id):
+        for task_id in sorted(self.on_network.get(network_id, ())):
+            task = self.tasks[task_id]
             for attachment in task.networks:
                 if attachment.network.meta.id != network_id or not task.node_id:
                     continue
@@ -231,7 +233,7 @@ class ViewState:
         published = False
         for service in sorted(self.services.values(), key=lambda s: s.spec.name):
             if network.spec.ingress:
-                ports = _ingress_ports(service)
+                ports = ingress_ports(service.endpoint.ports)
                 if not ports:
                     continue
                 published = True

@@ -25,6 +25,7 @@ from typing import Final
 from api import objects_pb2 as objects
 from api.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from api.ipam import parse_gateway, parse_ip_range, parse_subnet
+from api.networks import MTU_OPTIONS, ingress_ports
 from api.tasks import is_terminal
 from manager import store as st
 from manager.ids import new_id
@@ -62,7 +63,7 @@ def validate_network_spec(spec: objects.NetworkSpec) -> None:
         if ipam.ip_range:
             parse_ip_range(ipam.ip_range, network)
     for key, value in spec.options.items():
-        if key in ("mtu", "com.docker.network.driver.mtu"):
+        if key in MTU_OPTIONS:
             if not (value.isascii() and value.isdigit()) or not MIN_MTU <= int(value) <= 65535:
                 raise InvalidArgument(f"invalid mtu {value!r}: must be a number from 68 to 65535")
         elif key != "com.docker.network.driver.overlay.vxlanid_list":
@@ -272,11 +273,7 @@ def detach(store: st.MemoryStore, *, node_id: str, container_id: str) -> None:
 
 def _check_removable(tx: st.ReadTx, network: objects.Network) -> None:
     if network.spec.ingress:
-        services = [
-            s.spec.name
-            for s in st.find_services(tx)
-            if any(p.publish_mode != "host" for p in s.endpoint.ports)
-        ]
+        services = [s.spec.name for s in st.find_services(tx) if ingress_ports(s.endpoint.ports)]
         if services:
             raise Conflict(
                 f"ingress network cannot be removed because service {services[0]} depends on it"

@@ -18,13 +18,14 @@ their secrets and configs; it never creates or changes tasks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
 
 from api import objects_pb2 as objects
 from api import swarm_pb2 as swarm
 from api import tasks
 from api.errors import Conflict, InvalidArgument, NotFound, SequenceConflict
+from api.networks import ingress_ports
 from manager import store as st
 from manager.ids import new_id
 
@@ -141,10 +142,6 @@ def _resolve_networks(tx: st.ReadTx, spec: objects.ServiceSpec) -> None:
         attachment.target = network.meta.id
 
 
-def _ingress_ports(ports: Iterable[objects.PortConfig]) -> list[objects.PortConfig]:
-    return [p for p in ports if p.publish_mode in ("", "ingress")]
-
-
 def _allocate_ports(
     tx: st.ReadTx, service: objects.Service, *, old: objects.Service | None
 ) -> None:
@@ -152,18 +149,17 @@ def _allocate_ports(
     (kept from before when the same target was published dynamically) and refused when
     another service already publishes the same port."""
     spec_ports = list(service.spec.endpoint.ports)
-    if service.spec.endpoint.mode == "dnsrr" and _ingress_ports(spec_ports):
+    if service.spec.endpoint.mode == "dnsrr" and ingress_ports(spec_ports):
         raise InvalidArgument("port published with ingress mode can't be used with dnsrr mode")
     taken: dict[tuple[str, int], str] = {}
     for other in st.find_services(tx):
         if other.meta.id == service.meta.id:
             continue
-        for port in _ingress_ports(other.endpoint.ports):
+        for port in ingress_ports(other.endpoint.ports):
             taken[(port.protocol or "tcp", port.published_port)] = other.spec.name
     previous = {
         (p.protocol or "tcp", p.target_port): p.published_port
-        for p in (old.endpoint.ports if old else ())
-        if p.publish_mode in ("", "ingress")
+        for p in ingress_ports(old.endpoint.ports if old else ())
     }
     ports: list[objects.PortConfig] = []
     for spec_port in spec_ports:
